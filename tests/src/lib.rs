@@ -1,0 +1,1 @@
+//! The end-to-end harness: throw-away network namespaces wired like pods.

@@ -129,14 +129,7 @@ pub fn run(
     }
 
     for cmd in route_commands(cfg, plan) {
-        let out = runner.run(&cmd)?;
-        // Re-runs find the address and routes already there; removal may find them gone.
-        let benign = out.stderr.contains("File exists")
-            || out.stderr.contains("already assigned")
-            || cfg.action == Action::CleanupOnly;
-        if !benign {
-            ensure_success(&cmd, out)?;
-        }
+        run_route_command(cfg, runner, &cmd)?;
     }
 
     for (family, ipt, _) in &steps {
@@ -149,6 +142,35 @@ pub fn run(
         }
     }
     Ok(outcomes)
+}
+
+/// Runs one `ip` command so that re-runs converge: an existing address or route is fine,
+/// a policy rule is added only when missing (the kernel would add a duplicate under a new
+/// priority), and removal takes out every copy and tolerates there being none.
+fn run_route_command(cfg: &Config, runner: &dyn Runner, cmd: &Cmd) -> Result<(), InitError> {
+    let is_rule = cmd.args.get(1).is_some_and(|a| a == "rule");
+    if cfg.action == Action::CleanupOnly {
+        // Bounded: each successful delete removes one copy.
+        for _ in 0..16 {
+            if !runner.run(cmd)?.success() || !is_rule {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    if is_rule {
+        let mut list = cmd.clone();
+        list.args[2] = "list".to_string();
+        let existing = runner.run(&list)?;
+        if existing.success() && !existing.stdout.trim().is_empty() {
+            return Ok(());
+        }
+    }
+    let out = runner.run(cmd)?;
+    if out.stderr.contains("File exists") || out.stderr.contains("already assigned") {
+        return Ok(());
+    }
+    ensure_success(cmd, out).map(|_| ())
 }
 
 fn decide(

@@ -33,11 +33,12 @@ pub enum InitError {
         source: std::io::Error,
     },
 
-    #[error("{command} failed (exit code {code}): xtables {kind} problem: {stderr}{hint}")]
+    #[error("{command} failed (exit code {code}){problem}: {stderr}{hint}")]
     Command {
         command: String,
         code: i32,
-        kind: &'static str,
+        /// For iptables commands, what xtables' exit code means.
+        problem: String,
         stderr: String,
         hint: &'static str,
     },

@@ -98,12 +98,21 @@ pub fn ensure_success(cmd: &Cmd, out: Output) -> Result<Output, InitError> {
     if out.success() {
         return Ok(out);
     }
+    let xtables = cmd.program.contains("tables");
     Err(InitError::Command {
         command: cmd.to_string(),
         code: out.code,
-        kind: xtables_problem(out.code),
+        problem: if xtables {
+            format!(": xtables {} problem", xtables_problem(out.code))
+        } else {
+            String::new()
+        },
         stderr: tail(&out.stderr),
-        hint: xtables_hint(&out.stderr),
+        hint: if xtables {
+            xtables_hint(&out.stderr)
+        } else {
+            ""
+        },
     })
 }
 

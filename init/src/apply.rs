@@ -102,9 +102,10 @@ pub fn run(
     // Decide for every family before changing anything, so a refusal leaves the host as it was.
     let mut steps = Vec::new();
     for (family, rules) in plan.families() {
-        let ipt = detect::detect(runner, family, cfg.force_flavor)?;
+        let detected = detect::detect(runner, family, cfg.force_flavor)?;
+        let ipt = detected.iptables;
         tracing::info!(family = family.iptables(), flavor = ?ipt.flavor, "using iptables");
-        let saved = state::parse_save(&runner.run_ok(&ipt.save())?.stdout);
+        let saved = state::parse_save(&detected.saved);
         let step = decide(cfg, family, &ipt, rules, &saved, runner)?;
         steps.push((family, ipt, step));
     }

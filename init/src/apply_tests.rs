@@ -47,7 +47,8 @@ impl FakeHost {
             .iter()
             .filter(|c| c.program.ends_with("-restore"))
             .filter_map(|c| c.stdin.clone())
-            .filter(|input| !input.contains("\n-C "))
+            // Neither the -C checks nor the detection probe change anything.
+            .filter(|input| !input.contains("\n-C ") && !input.contains("-p 255"))
             .collect()
     }
 }

@@ -96,68 +96,77 @@ pub fn parse_version(text: &str) -> Option<Version> {
     })
 }
 
-/// The outcome of probing one flavour.
+/// A flavour that works, with the `X-save` output read while probing it (the state before
+/// the probe rule), so the caller need not run `X-save` again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
+pub struct Detected {
     pub iptables: Iptables,
-    /// `X-save` showed a rule or a chain of its own: this flavour is what the node uses.
-    pub has_rules: bool,
+    pub saved: String,
 }
 
-/// The probe rule: protocol 255 never matches real traffic, and it is deleted right after.
-const PROBE_RULE: [&str; 8] = ["-t", "nat", "-A", "INPUT", "-p", "255", "-j", "RETURN"];
+/// The probe: a rule for protocol 255, which never matches real traffic, added to the nat
+/// table and deleted again. The nat table, not filter, because a filter probe passes on
+/// kernels that cannot NAT (istio/istio#57380).
+const PROBE: &str = "*nat\n-A INPUT -p 255 -j RETURN\n-D INPUT -p 255 -j RETURN\nCOMMIT\n";
 
-/// Tries one flavour; the error text says why it cannot be used.
-pub fn probe(runner: &dyn Runner, family: Family, flavor: Flavor) -> Result<Probe, String> {
-    let mut ipt = Iptables {
+/// Runs `X-save` for a flavour; the error says why that flavour is unusable.
+fn save_dump(runner: &dyn Runner, ipt: &Iptables) -> Result<String, String> {
+    let save = ipt.save();
+    let out = runner.run(&save).map_err(|e| e.to_string())?;
+    if out.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!("{save} failed: {}", out.stderr.trim()))
+    }
+}
+
+/// Checks that a flavour can write to the nat table; `saved` is its `X-save` output.
+fn probe_writable(
+    runner: &dyn Runner,
+    mut ipt: Iptables,
+    saved: String,
+) -> Result<Detected, String> {
+    // iptables-nft is nft by name and takes no lock; others must tell their version.
+    if ipt.flavor != Flavor::Nft {
+        let version = runner
+            .run(&ipt.save().arg("--version"))
+            .ok()
+            .filter(|out| out.success() && !out.stderr.contains("unrecognized option"))
+            .and_then(|out| parse_version(&out.stdout))
+            // iptables 1.6.1 has no --version (istio/istio#49850): treat it as old legacy.
+            .unwrap_or(Version {
+                number: (0, 0, 0),
+                nft: false,
+            });
+        ipt.wait = !version.nft && version.number >= LOCKING_SINCE;
+    }
+    // Add and delete in one transaction: the kernel must accept a nat-table change, and
+    // nothing is ever visible to traffic. One process instead of two.
+    let probe = runner
+        .run(&ipt.restore(PROBE.to_string()))
+        .map_err(|e| e.to_string())?;
+    if !probe.success() {
+        return Err(format!(
+            "{} cannot change the nat table: {}",
+            ipt.binary("-restore"),
+            probe.stderr.trim()
+        ));
+    }
+    Ok(Detected {
+        iptables: ipt,
+        saved,
+    })
+}
+
+/// Probes one flavour from scratch.
+pub fn probe(runner: &dyn Runner, family: Family, flavor: Flavor) -> Result<Detected, String> {
+    let ipt = Iptables {
         family,
         flavor,
         wait: false,
     };
-    let save = ipt.save();
-    let dump = runner
-        .run(&save)
-        .map_err(|e| e.to_string())
-        .and_then(|out| {
-            if out.success() {
-                Ok(out.stdout)
-            } else {
-                Err(format!("{save} failed: {}", out.stderr.trim()))
-            }
-        })?;
-    let version = runner
-        .run(&save.clone().arg("--version"))
-        .ok()
-        .filter(|out| out.success() && !out.stderr.contains("unrecognized option"))
-        .and_then(|out| parse_version(&out.stdout))
-        // iptables 1.6.1 has no --version (istio/istio#49850): treat it as old legacy.
-        .unwrap_or(Version {
-            number: (0, 0, 0),
-            nft: false,
-        });
-    ipt.wait = !version.nft && version.number >= LOCKING_SINCE;
-
-    let add = runner
-        .run(&ipt.command(PROBE_RULE))
-        .map_err(|e| e.to_string())?;
-    if !add.success() || add.stderr.contains("does not exist") {
-        return Err(format!(
-            "{} cannot add a rule to the nat table: {}",
-            ipt.binary(""),
-            add.stderr.trim()
-        ));
-    }
-    let mut delete = PROBE_RULE;
-    delete[2] = "-D";
-    if let Ok(out) = runner.run(&ipt.command(delete))
-        && !out.success()
-    {
-        tracing::warn!("could not remove the probe rule: {}", out.stderr.trim());
-    }
-    Ok(Probe {
-        iptables: ipt,
-        has_rules: holds_rules(&dump),
-    })
+    let saved = save_dump(runner, &ipt)?;
+    probe_writable(runner, ipt, saved)
 }
 
 /// Whether a save dump shows anything someone configured. istio-iptables counts lines
@@ -173,74 +182,56 @@ pub fn holds_rules(dump: &str) -> bool {
     })
 }
 
-/// The choice, given each flavour's probe: legacy if it is usable and already has rules,
-/// else nft if usable, else plain iptables.
-pub fn choose(
-    legacy: &Result<Probe, String>,
-    nft: &Result<Probe, String>,
-    plain: &Result<Probe, String>,
-) -> Option<Iptables> {
-    match (legacy, nft, plain) {
-        (Ok(p), _, _) if p.has_rules => Some(p.iptables.clone()),
-        (_, Ok(p), _) => Some(p.iptables.clone()),
-        (_, _, Ok(p)) => Some(p.iptables.clone()),
-        (Ok(p), _, _) => Some(p.iptables.clone()),
-        _ => None,
-    }
-}
-
-/// Finds the iptables to use for `family`, or explains why there is none.
+/// Finds the iptables to use for `family`, or explains why there is none. The preference
+/// is istio-iptables': legacy if it is usable and already holds rules (the node uses it),
+/// else nft, else plain `iptables`, else legacy after all. Flavours are only probed as far as
+/// the choice needs, since every probe is a few processes.
 pub fn detect(
     runner: &dyn Runner,
     family: Family,
     forced: Option<IptablesFlavor>,
-) -> Result<Iptables, InitError> {
+) -> Result<Detected, InitError> {
     let no_iptables = |details: String| InitError::NoIptables {
         family: family.iptables(),
         details,
     };
     if let Some(forced) = forced {
         return probe(runner, family, forced.into())
-            .map(|p| p.iptables)
             .map_err(|why| no_iptables(format!("  forced {forced:?}: {why}")));
     }
-    let legacy = probe(runner, family, Flavor::Legacy);
-    let nft = probe(runner, family, Flavor::Nft);
-    // Plain iptables is only worth probing when neither named flavour works.
-    let plain = if legacy.is_err() && nft.is_err() {
-        probe(runner, family, Flavor::Default)
-    } else {
-        Err("not needed".to_string())
+    let legacy = Iptables {
+        family,
+        flavor: Flavor::Legacy,
+        wait: false,
     };
-    choose(&legacy, &nft, &plain).ok_or_else(|| {
-        let why = |r: &Result<Probe, String>| r.as_ref().err().cloned().unwrap_or_default();
-        no_iptables(format!(
-            "  legacy: {}\n  nft: {}\n  plain: {}",
-            why(&legacy),
-            why(&nft),
-            why(&plain)
-        ))
-    })
+    let mut failures = Vec::new();
+    let mut empty_legacy = None;
+    match save_dump(runner, &legacy) {
+        Ok(saved) if holds_rules(&saved) => match probe_writable(runner, legacy.clone(), saved) {
+            Ok(found) => return Ok(found),
+            Err(why) => failures.push(format!("  legacy: {why}")),
+        },
+        Ok(saved) => empty_legacy = Some(saved),
+        Err(why) => failures.push(format!("  legacy: {why}")),
+    }
+    for flavor in [Flavor::Nft, Flavor::Default] {
+        match probe(runner, family, flavor) {
+            Ok(found) => return Ok(found),
+            Err(why) => failures.push(format!("  {flavor:?}: {why}")),
+        }
+    }
+    if let Some(saved) = empty_legacy {
+        match probe_writable(runner, legacy, saved) {
+            Ok(found) => return Ok(found),
+            Err(why) => failures.push(format!("  legacy: {why}")),
+        }
+    }
+    Err(no_iptables(failures.join("\n")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn usable(flavor: Flavor, has_rules: bool) -> Result<Probe, String> {
-        Ok(Probe {
-            iptables: Iptables {
-                family: Family::V4,
-                flavor,
-                wait: false,
-            },
-            has_rules,
-        })
-    }
-
-    fn unusable() -> Result<Probe, String> {
-        Err("no".into())
-    }
 
     #[test]
     fn versions() {
@@ -273,37 +264,120 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn legacy_with_rules_wins() {
-        let chosen = choose(
-            &usable(Flavor::Legacy, true),
-            &usable(Flavor::Nft, true),
-            &unusable(),
-        );
-        assert_eq!(chosen.unwrap().flavor, Flavor::Legacy);
+    use crate::exec::Output;
+    use std::cell::RefCell;
+
+    /// Answers like a host where each flavour has the given save output (None: missing)
+    /// and can or cannot write to nat; records the commands.
+    struct Host {
+        legacy: Option<&'static str>,
+        nft: Option<&'static str>,
+        plain: Option<&'static str>,
+        writable: bool,
+        log: RefCell<Vec<String>>,
+    }
+
+    impl Runner for Host {
+        fn run(&self, cmd: &Cmd) -> Result<Output, InitError> {
+            self.log.borrow_mut().push(cmd.to_string());
+            let dump = if cmd.program.contains("legacy") {
+                self.legacy
+            } else if cmd.program.contains("nft") {
+                self.nft
+            } else {
+                self.plain
+            };
+            let Some(dump) = dump else {
+                return Err(InitError::Spawn {
+                    command: cmd.to_string(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
+            };
+            let out = |code: i32, stdout: &str| Output {
+                code,
+                stdout: stdout.to_string(),
+                stderr: String::new(),
+            };
+            Ok(if cmd.args.iter().any(|a| a == "--version") {
+                out(0, "iptables-save v1.8.9 (legacy)")
+            } else if cmd.program.ends_with("-save") {
+                out(0, dump)
+            } else {
+                out(if self.writable { 0 } else { 4 }, "")
+            })
+        }
+    }
+
+    const EMPTY: &str = "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n";
+    const RULES: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j RETURN\nCOMMIT\n";
+
+    fn host(
+        legacy: Option<&'static str>,
+        nft: Option<&'static str>,
+        plain: Option<&'static str>,
+    ) -> Host {
+        Host {
+            legacy,
+            nft,
+            plain,
+            writable: true,
+            log: RefCell::new(Vec::new()),
+        }
     }
 
     #[test]
-    fn nft_wins_when_legacy_is_empty() {
-        let chosen = choose(
-            &usable(Flavor::Legacy, false),
-            &usable(Flavor::Nft, false),
-            &unusable(),
+    fn legacy_with_rules_wins_and_its_dump_is_kept() {
+        let h = host(Some(RULES), Some(RULES), None);
+        let found = detect(&h, Family::V4, None).unwrap();
+        assert_eq!(found.iptables.flavor, Flavor::Legacy);
+        assert!(found.iptables.wait, "legacy 1.8.9 takes the lock");
+        assert_eq!(found.saved, RULES);
+        assert!(
+            !h.log.borrow().iter().any(|c| c.contains("nft")),
+            "nft never probed"
         );
-        assert_eq!(chosen.unwrap().flavor, Flavor::Nft);
+    }
+
+    #[test]
+    fn nft_wins_when_legacy_is_empty_and_needs_no_version_call() {
+        let h = host(Some(EMPTY), Some(EMPTY), Some(EMPTY));
+        let found = detect(&h, Family::V4, None).unwrap();
+        assert_eq!(found.iptables.flavor, Flavor::Nft);
+        assert!(!found.iptables.wait);
+        let log = h.log.borrow();
+        assert_eq!(
+            *log,
+            vec![
+                "iptables-legacy-save",
+                "iptables-nft-save",
+                "iptables-nft-restore --noflush",
+            ]
+        );
     }
 
     #[test]
     fn plain_then_empty_legacy_are_fallbacks() {
-        let chosen = choose(
-            &usable(Flavor::Legacy, false),
-            &unusable(),
-            &usable(Flavor::Default, false),
+        let found = detect(&host(Some(EMPTY), None, Some(EMPTY)), Family::V4, None).unwrap();
+        assert_eq!(found.iptables.flavor, Flavor::Default);
+        let found = detect(&host(Some(EMPTY), None, None), Family::V4, None).unwrap();
+        assert_eq!(found.iptables.flavor, Flavor::Legacy);
+    }
+
+    #[test]
+    fn nothing_usable_lists_every_reason() {
+        let mut h = host(Some(EMPTY), Some(EMPTY), None);
+        h.writable = false;
+        let err = detect(&h, Family::V6, None).unwrap_err().to_string();
+        assert!(err.contains("no usable ip6tables"), "{err}");
+        assert!(
+            err.contains("ip6tables-nft-restore cannot change the nat table"),
+            "{err}"
         );
-        assert_eq!(chosen.unwrap().flavor, Flavor::Default);
-        let chosen = choose(&usable(Flavor::Legacy, false), &unusable(), &unusable());
-        assert_eq!(chosen.unwrap().flavor, Flavor::Legacy);
-        assert_eq!(choose(&unusable(), &unusable(), &unusable()), None);
+        assert!(
+            err.contains("ip6tables-legacy-restore cannot change"),
+            "{err}"
+        );
+        assert!(err.contains("kernel"), "{err}");
     }
 
     #[test]

@@ -16,25 +16,7 @@ fn error_text(args: &[&str]) -> String {
 
 #[test]
 fn injected_defaults() {
-    let c = config(&[
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        "1337",
-        "-m",
-        "REDIRECT",
-        "-i",
-        "*",
-        "-x",
-        "",
-        "-b",
-        "*",
-        "-d",
-        "15090,15021,15020",
-    ])
-    .unwrap();
+    let c = config(crate::flags::INJECTED_DEFAULT_ARGS).unwrap();
     assert_eq!(c.proxy_port, 15001);
     assert_eq!(c.inbound_capture_port, 15006);
     assert_eq!(c.inbound_tunnel_port, 15008);

@@ -260,6 +260,27 @@ pub struct Flags {
     pub log_stacktrace_level: Option<String>,
 }
 
+/// The arguments Istio's injector passes to istio-iptables for a default pod, which Skiff's
+/// injector passes to skiff-init too (spec/init.md section 1). Tests and examples start here.
+pub const INJECTED_DEFAULT_ARGS: &[&str] = &[
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+];
+
 /// Flags with a second environment alias: istio-iptables binds both names, and the second one
 /// is applied last, so it wins when both are set. clap binds one name; we apply the other.
 const SECOND_ENV_ALIASES: &[(&str, &str)] = &[
@@ -341,25 +362,7 @@ mod tests {
 
     #[test]
     fn injected_default_arguments_parse() {
-        let f = parse(&[
-            "-p",
-            "15001",
-            "-z",
-            "15006",
-            "-u",
-            "1337",
-            "-m",
-            "REDIRECT",
-            "-i",
-            "*",
-            "-x",
-            "",
-            "-b",
-            "*",
-            "-d",
-            "15090,15021,15020",
-            "--log_output_level=default:info",
-        ]);
+        let f = parse(&[INJECTED_DEFAULT_ARGS, &["--log_output_level=default:info"]].concat());
         assert_eq!(f.envoy_port, "15001");
         assert_eq!(f.inbound_capture_port, "15006");
         assert_eq!(f.proxy_uid, "1337");

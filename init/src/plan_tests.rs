@@ -6,24 +6,7 @@ use crate::config::EnvSettings;
 use crate::flags::Flags;
 use crate::restore::apply_text;
 
-const INJECTED: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-];
+use crate::flags::INJECTED_DEFAULT_ARGS as INJECTED;
 
 fn config_with(args: &[&str], env: EnvSettings) -> Config {
     let mut all = vec!["skiff-init"];

@@ -10,25 +10,7 @@ use skiff_tests::net::{
 use skiff_tests::netns::{Netns, PodPair};
 use skiff_tests::{binary, can_run_as_root};
 
-/// The arguments Skiff's injector (like Istio's) passes by default.
-const INJECTED: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-];
+use skiff_init::flags::INJECTED_DEFAULT_ARGS as INJECTED;
 const PROXY: Option<(u32, u32)> = Some((1337, 1337));
 
 fn skiff_init(ns: &Netns, args: &[String]) -> Output {

@@ -2,4 +2,13 @@
 //! sidecar to them, as a Kubernetes admission webhook and as a manual `inject` command.
 
 pub mod annotations;
+pub mod cli;
+pub mod config;
+pub mod inject;
+pub mod patch;
 pub mod policy;
+pub mod probes;
+pub mod prometheus;
+pub mod sidecar;
+pub mod status;
+pub mod workload;

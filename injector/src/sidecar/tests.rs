@@ -170,25 +170,13 @@ fn default_init_container() {
     assert_eq!(init.command, Some(strings(&["skiff-init"])));
     assert_eq!(
         init.args,
-        Some(strings(&[
-            "-p",
-            "15001",
-            "-z",
-            "15006",
-            "-u",
-            "1337",
-            "-m",
-            "REDIRECT",
-            "-i",
-            "*",
-            "-x",
-            "",
-            "-b",
-            "*",
-            "-d",
-            "15090,15021,15020",
-            "--log_output_level=default:info",
-        ]))
+        Some(strings(
+            &[
+                skiff_init::flags::INJECTED_DEFAULT_ARGS,
+                &["--log_output_level=default:info"]
+            ]
+            .concat()
+        ))
     );
     assert_eq!(init.env, None);
     assert_eq!(init.image_pull_policy, None);

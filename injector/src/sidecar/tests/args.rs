@@ -4,27 +4,9 @@
 
 use super::*;
 
-/// `skiff_init::flags::INJECTED_DEFAULT_ARGS`, copied by hand from init/src/flags.rs: the
-/// injector may not depend on skiff-init (not even as a dev-dependency), so the two lists
-/// are kept equal by this test and that constant's own test in skiff-init.
-const INJECTED_DEFAULT_ARGS: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-];
+/// What skiff-init itself calls the default injected arguments: the injector must produce
+/// exactly these (the two crates meet in this test).
+use skiff_init::flags::INJECTED_DEFAULT_ARGS;
 
 fn args(annotations: &[(&str, &str)]) -> Vec<String> {
     init_args(&settings(annotations))

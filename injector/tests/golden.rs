@@ -93,9 +93,15 @@ fn uninject_restores_what_inject_changed() {
     for input in inputs() {
         let original = std::fs::read_to_string(&input).unwrap();
         let restored = uninject(&inject(&original));
+        // An input that was injected already comes back as its uninjected self.
+        let expected = if original.contains("sidecar.istio.io/status") {
+            uninject(&original)
+        } else {
+            original
+        };
         assert_eq!(
             documents(&restored),
-            documents(&original),
+            documents(&expected),
             "{}",
             input.display()
         );

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use skiff_injector::cli::{self, Mode};
 use skiff_injector::config::InjectionConfig;
+use skiff_injector::serve::{self as server};
 
 #[derive(Parser)]
 #[command(name = "skiff-injector", version, about = "Skiff's sidecar injector")]
@@ -19,10 +20,53 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the mutating admission webhook over HTTPS.
+    Serve(ServeArgs),
     /// Add the sidecar to every workload in a YAML file (like `istioctl kube-inject`).
     Inject(FileArgs),
     /// Remove a sidecar that Skiff (or Istio) injected, restoring the workloads.
     Uninject(FileArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    address: std::net::IpAddr,
+    /// HTTPS port (Istio's injector uses 15017; the Service maps 443 to it). 0 picks one.
+    #[arg(long, default_value_t = 15017)]
+    port: u16,
+    /// Injection config (YAML), re-read when it changes; without it the built-in defaults apply.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Serving certificate (PEM, leaf first), re-read when it changes.
+    #[arg(long, required_unless_present = "self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// Serving key (PEM), re-read when it changes.
+    #[arg(long, required_unless_present = "self_signed")]
+    tls_key: Option<PathBuf>,
+    /// Generate a CA and serving certificate at start, and keep the caBundle of the
+    /// MutatingWebhookConfiguration `--webhook-config-name` equal to that CA.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"], requires_all = ["webhook_config_name", "service_name", "service_namespace"])]
+    self_signed: bool,
+    /// Where `--self-signed` writes tls.crt and tls.key.
+    #[arg(long, default_value = "/var/run/skiff/certs")]
+    cert_dir: PathBuf,
+    /// The MutatingWebhookConfiguration whose caBundle `--self-signed` manages.
+    #[arg(long)]
+    webhook_config_name: Option<String>,
+    /// The injector's Service name, for the certificate's DNS names.
+    #[arg(long)]
+    service_name: Option<String>,
+    /// The injector's namespace, for the certificate's DNS names.
+    #[arg(long, env = "POD_NAMESPACE")]
+    service_namespace: Option<String>,
+    /// How long in-flight reviews may take to finish after SIGTERM, in seconds.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
 }
 
 #[derive(Args)]
@@ -49,13 +93,34 @@ struct FileArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let (level, json) = match &cli.command {
+        Command::Serve(args) => ("info", args.log_json),
+        _ => ("warn", false),
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    match run(cli) {
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Inject(args) => {
+            let mode = if args.uninject {
+                Mode::Uninject
+            } else {
+                Mode::Inject
+            };
+            run(args, mode)
+        }
+        Command::Uninject(args) => run(args, Mode::Uninject),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("Error: {err:#}");
@@ -64,12 +129,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let (args, mode) = match cli.command {
-        Command::Inject(args) if args.uninject => (args, Mode::Uninject),
-        Command::Inject(args) => (args, Mode::Inject),
-        Command::Uninject(args) => (args, Mode::Uninject),
-    };
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(server::serve(server::Options {
+        addr: std::net::SocketAddr::new(args.address, args.port),
+        config: args.config,
+        tls: match (args.self_signed, args.tls_cert, args.tls_key) {
+            (false, Some(cert), Some(key)) => server::Tls::Files { cert, key },
+            _ => server::Tls::SelfSigned {
+                cert_dir: args.cert_dir,
+                webhook_config: args.webhook_config_name.unwrap_or_default(),
+                service: args.service_name.unwrap_or_default(),
+                namespace: args.service_namespace.unwrap_or_default(),
+            },
+        },
+        grace: std::time::Duration::from_secs(args.shutdown_grace),
+    }))?;
+    Ok(())
+}
+
+fn run(args: FileArgs, mode: Mode) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => InjectionConfig::load(path)?,
         None => InjectionConfig::default(),

@@ -1,0 +1,3 @@
+//! `skiff-proxy`: the sidecar's command line (being built).
+
+fn main() {}

@@ -200,6 +200,7 @@ fn main() {
         store: Arc::new(ConfigStore::new(None, metrics.clone()).unwrap()),
         cert: cert.clone(),
         metrics,
+        ca_bundle_ready: None,
     };
     let skiff = start_server(serve::router(state), cert.clone());
     // The baseline answers with a fixed review of the same shape, without deciding anything.

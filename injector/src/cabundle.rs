@@ -21,9 +21,11 @@
 //!   retries at 100 ms five times, then every minute). A missing configuration is not an
 //!   error: the chart may create it after the Deployment.
 //! - A bundle that keeps being overwritten is re-patched with a growing delay and a warning.
-//!   The usual cause is two injector replicas running `--self-signed`, each with its own CA:
-//!   they would otherwise rewrite each other's bundle as fast as the watch delivers events.
-//!   `--self-signed` therefore needs a single replica (or a CA shared by all of them).
+//!   The usual cause is injector replicas with different CAs: they would otherwise rewrite
+//!   each other's bundle as fast as the watch delivers events. Replicas share one CA
+//!   through a Secret ([`crate::certstore`]), so this happens only while they disagree:
+//!   during a rollout from a version without that Secret, after the Secret was renewed and
+//!   until the older replicas restart, or when they are given different `--cert-secret`s.
 //!
 //! [`bundle_patch`] is pure; [`CaBundlePatcher::run`] is the only code here that talks to
 //! the API server.
@@ -408,9 +410,10 @@ impl CaBundlePatcher {
             state.patch_not_before = now + delay;
             if state.overwrites >= FIGHT_WARNING_AFTER {
                 warn!(%name, overwrites = state.overwrites, restore_in = ?delay,
-                    "the caBundle keeps being overwritten; if several skiff-injector \
-                     replicas run with --self-signed, each has its own CA and they undo each \
-                     other: run one replica, or give them a shared certificate");
+                    "the caBundle keeps being overwritten; skiff-injector replicas with \
+                     different CAs undo each other (a rollout, a renewed --cert-secret that \
+                     older replicas have not read yet, or replicas given different \
+                     --cert-secret names): restart the replicas that serve an old CA");
             } else {
                 info!(%name, restore_in = ?delay,
                     "the caBundle was changed by someone else; restoring it");
@@ -581,7 +584,7 @@ fn random_up_to(max: Duration) -> Duration {
 
 /// A Kubernetes object name (DNS subdomain, RFC 1123): it becomes part of a URL path, so
 /// nothing else may pass.
-fn is_object_name(name: &str) -> bool {
+pub(crate) fn is_object_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

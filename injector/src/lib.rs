@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod annotations;
 pub mod cabundle;
+pub mod certstore;
 pub mod cli;
 pub mod config;
 pub mod files;

@@ -45,13 +45,18 @@ struct ServeArgs {
     /// Serving key (PEM), re-read when it changes.
     #[arg(long, required_unless_present = "self_signed")]
     tls_key: Option<PathBuf>,
-    /// Generate a CA and serving certificate at start, and keep the caBundle of the
-    /// MutatingWebhookConfiguration `--webhook-config-name` equal to that CA.
+    /// Share a generated CA and serving certificate with the other replicas through the
+    /// Secret `--cert-secret` (created, or renewed, when needed), and keep the caBundle of
+    /// the MutatingWebhookConfiguration `--webhook-config-name` equal to that CA.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"], requires_all = ["webhook_config_name", "service_name", "service_namespace"])]
     self_signed: bool,
     /// Where `--self-signed` writes tls.crt and tls.key.
     #[arg(long, default_value = "/var/run/skiff/certs")]
     cert_dir: PathBuf,
+    /// The Secret in `--service-namespace` through which `--self-signed` replicas share the
+    /// CA and serving certificate (needs get, update and create on it).
+    #[arg(long, default_value = skiff_injector::certstore::DEFAULT_SECRET_NAME)]
+    cert_secret: String,
     /// The MutatingWebhookConfiguration whose caBundle `--self-signed` manages.
     #[arg(long)]
     webhook_config_name: Option<String>,
@@ -141,6 +146,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 webhook_config: args.webhook_config_name.unwrap_or_default(),
                 service: args.service_name.unwrap_or_default(),
                 namespace: args.service_namespace.unwrap_or_default(),
+                cert_secret: args.cert_secret,
             },
         },
         grace: std::time::Duration::from_secs(args.shutdown_grace),

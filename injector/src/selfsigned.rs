@@ -10,9 +10,11 @@
 //!
 //! Choices, and why:
 //! - The CA's private key is dropped as soon as the serving certificate is signed. Nothing
-//!   can then mint another certificate the API server would trust, and there is no CA secret
-//!   to store or leak. The price is that every start makes a new CA, so the bundle must be
-//!   re-patched on every start (which the patcher does anyway).
+//!   can then mint another certificate the API server would trust, and there is no CA key
+//!   to store or leak. The price is that a CA cannot be reused to sign a second serving
+//!   certificate: replicas that must agree on one CA share the whole set instead (the CA
+//!   certificate, the serving certificate and its key, through a Secret: see
+//!   [`crate::certstore`]), and renewing means a new CA and a re-patched bundle.
 //! - `cert_pem` holds the serving certificate alone, without the CA. The only client is the
 //!   API server, which already has the CA as its trust anchor from the caBundle; there is no
 //!   intermediate to send, and a copy of the root would add about 500 bytes to every
@@ -250,6 +252,17 @@ fn common_name(name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     dn
+}
+
+/// Checks `names` and `validity` as [`generate`] does, without generating anything: for
+/// callers that may not need to generate at all (a stored certificate may still be good)
+/// but must refuse a bad configuration either way.
+pub(crate) fn check_inputs(names: &[String], validity: Duration) -> Result<(), CertError> {
+    subject_alt_names(names)?;
+    if validity.is_zero() || validity > MAX_VALIDITY {
+        return Err(CertError::InvalidValidity { validity });
+    }
+    Ok(())
 }
 
 /// Validates `names` and turns them into DNS subject alternative names, first occurrence

@@ -18,12 +18,19 @@ use crate::metrics::Metrics;
 use crate::store::ConfigStore;
 use crate::tls::ReloadingCert;
 
+#[cfg(test)]
+mod tests;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<ConfigStore>,
     pub cert: Arc<ReloadingCert>,
     pub metrics: Arc<Metrics>,
+    /// With `--self-signed`: whether the webhook configuration's caBundle holds this
+    /// injector's CA ([`crate::cabundle::CaBundlePatcher::ready`]). `None` when someone
+    /// else (cert-manager) manages the bundle.
+    pub ca_bundle_ready: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The routes: `POST /inject` (and `/inject/`), `GET /healthz`, `/ready`, `/metrics`.
@@ -92,20 +99,29 @@ async fn inject(State(state): State<AppState>, headers: HeaderMap, body: Body) -
     }
 }
 
-/// Ready once the config and a certificate are loaded: before that the API server could not
-/// talk to this replica anyway.
+/// Ready once the config and a certificate are loaded and, with `--self-signed`, once the
+/// caBundle holds this injector's CA: before that the API server could not talk to this
+/// replica anyway.
 async fn ready(State(state): State<AppState>) -> Response {
     // `get` reloads a changed config, so readiness follows the file too.
     let _ = state.store.get();
-    if state.cert.is_loaded() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
+    if !state.cert.is_loaded() {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "no serving certificate loaded yet\n",
         )
-            .into_response()
+            .into_response();
     }
+    if let Some(bundle) = &state.ca_bundle_ready
+        && !*bundle.borrow()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the webhook configuration's caBundle does not hold this injector's CA yet\n",
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -157,13 +173,16 @@ pub enum Tls {
         cert: std::path::PathBuf,
         key: std::path::PathBuf,
     },
-    /// Generated at start for the Service's DNS names; the CA goes into the caBundle of
-    /// `webhook_config`, and is put back there whenever someone changes it.
+    /// A CA and serving certificate for the Service's DNS names, shared by all replicas
+    /// through the Secret `namespace/cert_secret` (created or renewed when needed, see
+    /// [`crate::certstore`]); the CA goes into the caBundle of `webhook_config`, and is put
+    /// back there whenever someone changes it.
     SelfSigned {
         cert_dir: std::path::PathBuf,
         webhook_config: String,
         service: String,
         namespace: String,
+        cert_secret: String,
     },
 }
 
@@ -183,6 +202,8 @@ pub enum ServeError {
     Config(#[from] crate::config::ConfigError),
     #[error("self-signed certificates: {0}")]
     Certs(String),
+    #[error(transparent)]
+    CertStore(#[from] crate::certstore::CertStoreError),
     #[error("Kubernetes client for the caBundle: {0}")]
     Kube(String),
     #[error("serving on {addr}: {source}")]
@@ -198,28 +219,32 @@ pub async fn serve(options: Options) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(ConfigStore::new(options.config.clone(), metrics.clone())?);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let (cert, key) = match &options.tls {
-        Tls::Files { cert, key } => (cert.clone(), key.clone()),
+    let (cert, key, ca_bundle_ready) = match &options.tls {
+        Tls::Files { cert, key } => (cert.clone(), key.clone(), None),
         Tls::SelfSigned {
             cert_dir,
             webhook_config,
             service,
             namespace,
+            cert_secret,
         } => {
-            self_signed(
+            let (cert, key, ready) = self_signed(
                 cert_dir,
                 webhook_config,
                 service,
                 namespace,
+                cert_secret,
                 shutdown_rx.clone(),
             )
-            .await?
+            .await?;
+            (cert, key, Some(ready))
         }
     };
     let state = AppState {
         store,
         cert: Arc::new(ReloadingCert::new(cert, key, metrics.clone())),
         metrics,
+        ca_bundle_ready,
     };
     let addr = options.addr;
     let shutdown = async move {
@@ -250,25 +275,38 @@ async fn wait_for_signal() {
     }
 }
 
-/// `--self-signed`: certificates for the Service's DNS names in `dir`, and a task that keeps
-/// the webhook configuration's caBundle equal to their CA until shutdown.
+/// `--self-signed`: the certificates all replicas share for the Service's DNS names
+/// (from the Secret `namespace/cert_secret`, made if needed) written to `dir`, and a task
+/// that keeps the webhook configuration's caBundle equal to their CA until shutdown.
+/// Returns the certificate and key paths and the patcher's readiness.
 async fn self_signed(
     dir: &std::path::Path,
     webhook_config: &str,
     service: &str,
     namespace: &str,
+    cert_secret: &str,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<(std::path::PathBuf, std::path::PathBuf), ServeError> {
-    use crate::{cabundle, selfsigned};
-    // Ten years: the CA lives as long as this pod, which regenerates it on every start.
+) -> Result<
+    (
+        std::path::PathBuf,
+        std::path::PathBuf,
+        tokio::sync::watch::Receiver<bool>,
+    ),
+    ServeError,
+> {
+    use crate::{cabundle, certstore, selfsigned};
+    // Ten years. The set outlives pods now (it is shared through the Secret), and a replica
+    // that starts in the last third of that renews it.
     let validity = Duration::from_secs(10 * 365 * 24 * 60 * 60);
     let names = selfsigned::service_dns_names(service, namespace);
-    let certs =
-        selfsigned::generate(&names, validity).map_err(|e| ServeError::Certs(e.to_string()))?;
-    let paths = selfsigned::write(dir, &certs).map_err(|e| ServeError::Certs(e.to_string()))?;
     let client = cabundle::client_from_environment()
         .await
         .map_err(|e| ServeError::Kube(e.to_string()))?;
+    let certs =
+        certstore::shared_certificates(client.clone(), namespace, cert_secret, &names, validity)
+            .await?;
+    let (cert, key) =
+        selfsigned::write(dir, &certs).map_err(|e| ServeError::Certs(e.to_string()))?;
     let patcher = cabundle::CaBundlePatcher::new(
         client,
         webhook_config,
@@ -279,10 +317,12 @@ async fn self_signed(
     tracing::info!(
         ?names,
         webhook_config,
-        "generated a serving certificate; managing the caBundle"
+        cert_secret,
+        "serving the shared certificate; managing the caBundle"
     );
+    let ready = patcher.ready();
     tokio::spawn(patcher.run(async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     }));
-    Ok(paths)
+    Ok((cert, key, ready))
 }

@@ -37,6 +37,15 @@ leave room for its suffix.
 {{- printf "%s-tls" (include "skiff.injector.name" . | trunc 59 | trimSuffix "-") -}}
 {{- end -}}
 
+{{/*
+The Secret through which the injector replicas share their CA and serving certificate in
+self-managed mode (`serve --cert-secret`). The injector creates it at run time, so it is not
+part of the release: `helm uninstall` leaves it behind.
+*/}}
+{{- define "skiff.certSecretName" -}}
+{{- .Values.certSecretName | default (printf "%s-certs" (include "skiff.injector.name" . | trunc 57 | trimSuffix "-")) -}}
+{{- end -}}
+
 {{/* The self-signed Issuer created when certManager.issuerRef is empty. */}}
 {{- define "skiff.issuerName" -}}
 {{- printf "%s-selfsigned" (include "skiff.injector.name" . | trunc 52 | trimSuffix "-") -}}

@@ -53,6 +53,14 @@ SYSTEM_NAMESPACES = ["kube-system", "kube-public", "kube-node-lease", "local-pat
 WEBHOOK_SUFFIX = "sidecar-injector.istio.io"
 
 VALUES_FILES = sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
+# The shared certificate Secret of each self-managed values file (`--cert-secret`, and the one
+# Secret the Role lets the injector read and update).
+CERT_SECRETS = {
+    "default": "skiff-injector-certs",
+    "revision": "skiff-injector-certs",
+    "namespaces-by-default": "skiff-injector-certs",
+    "custom": "mesh-webhook-certs",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -703,7 +711,7 @@ class Deployment(unittest.TestCase):
         self.assertEqual(rendered("custom").pod["spec"]["imagePullSecrets"], [{"name": "regcred"}])
 
     def test_command_self_managed(self):
-        for name in ("default", "revision", "namespaces-by-default", "custom"):
+        for name, secret in CERT_SECRETS.items():
             r = rendered(name)
             with self.subTest(values=name):
                 self.assertEqual(
@@ -715,8 +723,17 @@ class Deployment(unittest.TestCase):
                         "--webhook-config-name", r.webhook_config["metadata"]["name"],
                         "--service-name", r.one("Service")["metadata"]["name"],
                         "--service-namespace", NAMESPACE,
+                        "--cert-secret", secret,
                     ],
                 )
+
+    def test_cert_secret_name_fits_long_release_names(self):
+        r = Rendered({}, release="a-very-long-release-name-for-testing-the-limit-x", namespace="ns")
+        args = r.container["args"]
+        secret = args[args.index("--cert-secret") + 1]
+        self.assertLessEqual(len(secret), 63)
+        self.assertRegex(secret, r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        self.assertTrue(secret.endswith("-certs"), secret)
 
     def test_command_cert_manager(self):
         for name in ("cert-manager", "cert-manager-issuer"):
@@ -916,12 +933,39 @@ class Rbac(unittest.TestCase):
                 )
                 self.assertEqual(r.pod["spec"]["serviceAccountName"], sa["name"])
                 self.assertIs(r.pod["spec"]["automountServiceAccountToken"], True)
-                self.assertEqual(r.all("Role") + r.all("RoleBinding"), [])
+
+    def test_self_managed_may_share_only_its_own_certificate_secret(self):
+        self_managed = [n for n in VALUES_FILES if not rendered(n).values.get("certManager", {}).get("enabled")]
+        self.assertEqual(sorted(CERT_SECRETS), self_managed)
+        for name, secret in CERT_SECRETS.items():
+            r = rendered(name)
+            with self.subTest(values=name):
+                role = r.one("Role")
+                self.assertEqual(role["metadata"]["namespace"], NAMESPACE)
+                self.assertEqual(
+                    role["rules"],
+                    [
+                        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get", "update"]},
+                        # create cannot be limited by name
+                        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                    ],
+                )
+                binding = r.one("RoleBinding")
+                self.assertEqual(binding["metadata"]["namespace"], NAMESPACE)
+                self.assertEqual(
+                    binding["roleRef"],
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]},
+                )
+                sa = r.one("ServiceAccount")["metadata"]["name"]
+                self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}])
+                args = r.container["args"]
+                self.assertEqual(args[args.index("--cert-secret") + 1], secret)
 
     def test_cert_manager_mode_has_no_api_access(self):
         for name in ("cert-manager", "cert-manager-issuer"):
             r = rendered(name)
             with self.subTest(values=name):
+                self.assertNotIn("--cert-secret", r.container["args"])
                 for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
                     self.assertEqual(r.all(kind), [], kind)
                 self.assertIs(r.pod["spec"]["automountServiceAccountToken"], False)
@@ -929,7 +973,7 @@ class Rbac(unittest.TestCase):
 
     def test_rbac_and_service_account_can_be_left_to_the_user(self):
         r = Rendered({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "existing"}})
-        for kind in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount"):
+        for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"):
             self.assertEqual(r.all(kind), [], kind)
         self.assertEqual(r.pod["spec"]["serviceAccountName"], "existing")
         self.assertIn("serviceAccount.name", render_error({"serviceAccount": {"create": False}}))
@@ -1012,6 +1056,8 @@ class ValuesFile(unittest.TestCase):
             ({"images": {"init": {"repository": "x/init:10"}}}, "repository"),
             ({"images": {"injector": {"repository": "x/injector@sha256"}}}, "repository"),
             ({"certManager": {"enabled": "yes"}}, "enabled"),
+            ({"certSecretName": "Not_A_Secret"}, "certSecretName"),
+            ({"certSecretName": "a" * 254}, "certSecretName"),
             ({"webhooks": {}}, "webhooks"),
             ({"injection": {"policy": "sometimes"}}, "policy"),
         ):
@@ -1029,6 +1075,7 @@ class ValuesFile(unittest.TestCase):
 class Notes(unittest.TestCase):
     def test_default_revision_notes(self):
         notes = rendered("default").notes
+        self.assertIn("Secret\n   skiff-injector-certs", notes)
         self.assertIn("kubectl label namespace <namespace> istio-injection=enabled", notes)
         self.assertIn('sidecar.istio.io/inject: "true"', notes)
         self.assertIn(rendered("default").webhook_config["metadata"]["name"], notes)

@@ -2,9 +2,16 @@
 //! redirect to it, recovers each one's original destination, and forwards it according to
 //! the running [`snapshot::Snapshot`].
 
+pub mod admin;
+pub mod agent;
 pub mod balance;
+pub mod config_store;
 pub mod detect;
+pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod orig_dst;
+pub mod run;
 pub mod snapshot;
+pub mod static_config;
 pub mod tcp;

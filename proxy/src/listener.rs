@@ -44,8 +44,10 @@ pub trait Telemetry: Send + Sync {
 }
 
 pub trait ConnectionStats: Send + Sync {
-    fn sent(&self, bytes: u64);
-    fn received(&self, bytes: u64);
+    /// Bytes from the client forwarded upstream (the request direction).
+    fn to_upstream(&self, bytes: u64);
+    /// Bytes from upstream forwarded to the client (the response direction).
+    fn to_downstream(&self, bytes: u64);
     fn closed(&self, end: End);
 }
 
@@ -171,7 +173,7 @@ impl Proxy {
         }
         let target = if bound.use_original_dst {
             snapshot
-                .listener_for(original)
+                .listener_for(original, bound.direction)
                 .map(|l| &**l)
                 .unwrap_or(bound)
         } else {
@@ -179,7 +181,9 @@ impl Proxy {
         };
 
         let mut first = Vec::new();
-        let protocol = if target.detection.enabled {
+        let detect =
+            target.detection.enabled && !target.detection_skip_ports.contains(&original.port());
+        let protocol = if detect {
             match detect_protocol(&mut stream, &mut first, target.detection.timeout).await {
                 Some(p) => p,
                 None => {
@@ -249,8 +253,8 @@ impl Proxy {
             Handler::Http(_) => crate::snapshot::DEFAULT_TCP_IDLE_TIMEOUT,
         };
         let transfer = tcp::forward(stream, upstream.stream, &first, idle, |dir, n| match dir {
-            tcp::Direction::Upstream => stats.sent(n),
-            tcp::Direction::Downstream => stats.received(n),
+            tcp::Direction::Upstream => stats.to_upstream(n),
+            tcp::Direction::Downstream => stats.to_downstream(n),
         })
         .await;
         stats.closed(transfer.end);

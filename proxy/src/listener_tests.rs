@@ -29,8 +29,8 @@ struct Recorder {
 struct Stats(Arc<Recorder>, String);
 
 impl ConnectionStats for Stats {
-    fn sent(&self, _: u64) {}
-    fn received(&self, _: u64) {}
+    fn to_upstream(&self, _: u64) {}
+    fn to_downstream(&self, _: u64) {}
     fn closed(&self, end: End) {
         self.0.closed.lock().unwrap().push((self.1.clone(), end));
         self.0.closed_signal.notify_waiters();
@@ -84,6 +84,7 @@ async fn harness(service_endpoint: SocketAddr, catch_all: &str) -> Harness {
             enabled: true,
             timeout: Duration::from_millis(200),
         },
+        detection_skip_ports: Vec::new(),
         filter_chains: vec![],
         default_chain: Some(tcp_chain("catch-all", catch_all, ChainMatch::default())),
     }));
@@ -97,6 +98,7 @@ async fn harness(service_endpoint: SocketAddr, catch_all: &str) -> Harness {
             enabled: true,
             timeout: Duration::from_millis(200),
         },
+        detection_skip_ports: Vec::new(),
         filter_chains: vec![tcp_chain(
             "reviews",
             "outbound|9080||reviews",
@@ -321,6 +323,7 @@ fn the_most_specific_chain_wins() {
         use_original_dst: true,
         direction: Direction::Inbound,
         detection: Detection::default(),
+        detection_skip_ports: Vec::new(),
         filter_chains: vec![tls_chain, wide, narrow, port_chain],
         default_chain: Some(tcp_chain("default", "e", ChainMatch::default())),
     };

@@ -1,3 +1,183 @@
-//! `skiff-proxy`: the sidecar's command line (being built).
+//! `skiff-proxy`: the sidecar's command line. The injector runs it as
+//! `skiff-proxy proxy sidecar --domain ... --proxyLogLevel=... --log_output_level=...`,
+//! like Istio's `pilot-agent proxy sidecar`; `request` and `wait` serve the container's
+//! lifecycle hooks.
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use skiff_proxy::admin::{self, LogControl};
+use skiff_proxy::metrics::Workload;
+use skiff_proxy::run::{self, Exit, Options, Ports};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, reload};
+
+#[derive(Parser)]
+#[command(name = "skiff-proxy", version, about = "Skiff's sidecar proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a proxy (`proxy sidecar`, as Istio's pilot-agent is invoked).
+    Proxy {
+        /// The proxy kind; only `sidecar` exists.
+        #[arg(value_parser = ["sidecar"])]
+        kind: String,
+        #[command(flatten)]
+        args: ProxyArgs,
+    },
+    /// Send a request to the local agent, e.g. `request --debug-port=15020 POST drain`.
+    Request {
+        #[arg(long = "debug-port", default_value_t = 15020)]
+        debug_port: u16,
+        /// HTTP method (GET or POST).
+        method: String,
+        /// Path, with or without the leading slash.
+        path: String,
+    },
+    /// Wait until the local proxy is ready (the classic layout's postStart hook).
+    Wait {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// A static configuration file (Skiff's YAML), reloaded on change and on SIGHUP.
+    #[arg(long, env = "SKIFF_CONFIG")]
+    config: Option<PathBuf>,
+    /// Seconds open connections may take to finish after SIGTERM before the proxy exits.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout: u64,
+    /// Worker threads.
+    #[arg(long, env = "SKIFF_CONCURRENCY", default_value_t = 2)]
+    concurrency: usize,
+    /// The cluster DNS domain (Istio flag; accepted).
+    #[arg(long)]
+    domain: Option<String>,
+    /// The proxy's log level (Istio flag: trace, debug, info, warning, error, critical, off).
+    #[arg(long = "proxyLogLevel")]
+    proxy_log_level: Option<String>,
+    /// Per-component levels (Istio flag; accepted, the proxy has one level).
+    #[arg(long = "proxyComponentLogLevel")]
+    proxy_component_log_level: Option<String>,
+    /// Agent log levels (Istio flag), e.g. `default:info`.
+    #[arg(long = "log_output_level")]
+    log_output_level: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long = "log_as_json")]
+    log_as_json: bool,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Proxy { args, .. } => proxy(args),
+        Command::Request {
+            debug_port,
+            method,
+            path,
+        } => {
+            let path = if path.starts_with('/') {
+                path
+            } else {
+                format!("/{path}")
+            };
+            match admin::request(debug_port, &method, &path) {
+                Ok(body) => {
+                    print!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("Error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Wait { timeout } => {
+            let options = admin::WaitOptions {
+                timeout: Duration::from_secs(timeout),
+                ..admin::WaitOptions::default()
+            };
+            match admin::wait(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("Error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// The log filter from Istio's flags: `RUST_LOG` wins, then `--proxyLogLevel`.
+fn log_filter(args: &ProxyArgs) -> EnvFilter {
+    if let Ok(filter) = EnvFilter::try_from_default_env() {
+        return filter;
+    }
+    let level = match args.proxy_log_level.as_deref() {
+        Some("warning") => "warn",
+        Some("critical") => "error",
+        Some(level) => level,
+        None => "info",
+    };
+    EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+fn proxy(args: ProxyArgs) -> ExitCode {
+    let (filter, handle) = reload::Layer::new(log_filter(&args));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(filter);
+    if args.log_as_json {
+        registry.with(fmt.json()).init();
+    } else {
+        registry.with(fmt).init();
+    }
+    let env = |name: &str| std::env::var(name).unwrap_or_default();
+    let workload_name = Some(env("ISTIO_META_WORKLOAD_NAME"))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| env("POD_NAME"));
+    let options = Options {
+        config: args.config.clone(),
+        ports: Ports::default(),
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+        workload: Workload::new(&workload_name, &env("POD_NAMESPACE")),
+        log: Some(Arc::new(handle) as Arc<dyn LogControl>),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.concurrency.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("Error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::run(options)) {
+        Ok(Exit::Quit) => {
+            tracing::info!("exiting on /quitquitquit");
+            ExitCode::SUCCESS
+        }
+        Ok(Exit::Drained { left_open }) => {
+            if left_open > 0 {
+                tracing::warn!(left_open, "drain deadline reached with connections open");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -44,9 +44,18 @@ pub struct Snapshot {
 impl Snapshot {
     /// The listener a handed-off connection belongs to: the one for its original `IP:port`,
     /// else the one for `0.0.0.0:port` (or `[::]:port`), as Envoy's `use_original_dst` does.
-    /// Only listeners that do not own a socket take hand-offs.
-    pub fn listener_for(&self, original: SocketAddr) -> Option<&Arc<Listener>> {
-        let handoff = || self.listeners.iter().filter(|l| !l.bind_to_port);
+    /// Only listeners that do not own a socket and serve the same direction take hand-offs
+    /// (an inbound connection to :9080 must not land on the outbound 0.0.0.0_9080).
+    pub fn listener_for(
+        &self,
+        original: SocketAddr,
+        direction: Direction,
+    ) -> Option<&Arc<Listener>> {
+        let handoff = || {
+            self.listeners
+                .iter()
+                .filter(move |l| !l.bind_to_port && l.direction == direction)
+        };
         handoff().find(|l| l.address == original).or_else(|| {
             handoff()
                 .find(|l| l.address.port() == original.port() && l.address.ip().is_unspecified())
@@ -84,6 +93,9 @@ pub struct Listener {
     pub direction: Direction,
     /// Whether to sniff the first bytes (TLS ClientHello, HTTP) before choosing a chain.
     pub detection: Detection,
+    /// Original-destination ports that skip detection even when it is on (server-first
+    /// protocols such as MySQL on a port that would otherwise wait for the timeout).
+    pub detection_skip_ports: Vec<u16>,
     /// Tried in order; the first whose match accepts the connection wins.
     pub filter_chains: Vec<FilterChain>,
     /// Used when no chain matches; without it such a connection is closed.
@@ -399,6 +411,7 @@ mod tests {
             use_original_dst: bind,
             direction: Direction::Outbound,
             detection: Detection::default(),
+            detection_skip_ports: Vec::new(),
             filter_chains: Vec::new(),
             default_chain: None,
         })
@@ -417,7 +430,7 @@ mod tests {
         };
         let name = |dst: &str| {
             snapshot
-                .listener_for(dst.parse().unwrap())
+                .listener_for(dst.parse().unwrap(), Direction::Outbound)
                 .map(|l| l.name.clone())
         };
         assert_eq!(name("10.96.0.10:53").as_deref(), Some("10.96.0.10_53"));
@@ -429,6 +442,12 @@ mod tests {
             "bound listeners take no hand-offs"
         );
         assert_eq!(name("10.1.2.3:7777"), None);
+        assert!(
+            snapshot
+                .listener_for("10.1.2.3:9080".parse().unwrap(), Direction::Inbound)
+                .is_none(),
+            "an inbound connection is never handed to an outbound listener"
+        );
         assert_eq!(
             snapshot.bound_listener(15001).map(|l| l.name.as_str()),
             Some("virtualOutbound")

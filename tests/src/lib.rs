@@ -3,6 +3,7 @@
 //!
 //! Traffic only ever goes to loopback or to addresses inside namespaces the test created.
 
+pub mod mesh;
 pub mod net;
 pub mod netns;
 
@@ -42,8 +43,12 @@ fn which(tool: &str) -> Option<PathBuf> {
 /// builds them first with `cargo build --workspace --bins`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    // A test runs from target/<profile>/deps/, a binary such as skiff-demo from
+    // target/<profile>/: the workspace's binaries are in target/<profile>/ either way.
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
     let path = dir.join(name);
     assert!(
         path.is_file(),

@@ -1,0 +1,225 @@
+//! The shape of the static config file, as serde reads it. Every struct refuses unknown
+//! keys, so that a misspelt key is an error naming it rather than a silently ignored
+//! setting. Values are checked by the readers in [`super::de`]; checks that involve more
+//! than one value are in [`super::build`]. The meaning of each key is documented in
+//! [`super::reference`].
+
+use serde::Deserialize;
+
+use super::de::{
+    BindIp, CidrText, DetectionSpec, Domain, Dur, EndpointSpec, ListenAddr, Name, Port, Prefix,
+    Weight,
+};
+use crate::snapshot::{Direction, Discovery, LbPolicy, Transport};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct Document {
+    #[serde(default)]
+    pub listeners: Vec<ListenerSpec>,
+    #[serde(default)]
+    pub clusters: Vec<ClusterSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct ListenerSpec {
+    pub name: Name,
+    pub address: ListenAddr,
+    #[serde(default)]
+    pub bind_to_port: Option<bool>,
+    #[serde(default)]
+    pub use_original_dst: bool,
+    #[serde(default)]
+    pub direction: DirectionSpec,
+    #[serde(default)]
+    pub detection: Option<DetectionSpec>,
+    #[serde(default)]
+    pub chains: Vec<ChainSpec>,
+    #[serde(default)]
+    pub tcp: Option<TcpSpec>,
+    #[serde(default)]
+    pub http: Option<HttpSpec>,
+    #[serde(default)]
+    pub default_cluster: Option<Name>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub(super) enum DirectionSpec {
+    #[default]
+    #[serde(rename = "outbound", alias = "OUTBOUND")]
+    Outbound,
+    #[serde(rename = "inbound", alias = "INBOUND")]
+    Inbound,
+}
+
+impl From<DirectionSpec> for Direction {
+    fn from(d: DirectionSpec) -> Direction {
+        match d {
+            DirectionSpec::Outbound => Direction::Outbound,
+            DirectionSpec::Inbound => Direction::Inbound,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct ChainSpec {
+    #[serde(default)]
+    pub name: Option<Name>,
+    #[serde(default, rename = "match")]
+    pub matcher: MatchSpec,
+    #[serde(default)]
+    pub tcp: Option<TcpSpec>,
+    #[serde(default)]
+    pub http: Option<HttpSpec>,
+    /// `false` lets connections to this chain's `destinationPort` skip detection.
+    #[serde(default)]
+    pub detection: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct MatchSpec {
+    #[serde(default)]
+    pub destination_port: Option<Port>,
+    #[serde(default)]
+    pub prefix_ranges: Vec<CidrText>,
+    #[serde(default)]
+    pub source_prefix_ranges: Vec<CidrText>,
+    #[serde(default)]
+    pub transport_protocol: Option<TransportSpec>,
+    #[serde(default)]
+    pub application_protocols: Vec<Name>,
+    #[serde(default)]
+    pub server_names: Vec<Name>,
+}
+
+/// Envoy's spellings of the transport protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum TransportSpec {
+    RawBuffer,
+    Tls,
+}
+
+impl From<TransportSpec> for Transport {
+    fn from(t: TransportSpec) -> Transport {
+        match t {
+            TransportSpec::RawBuffer => Transport::RawBuffer,
+            TransportSpec::Tls => Transport::Tls,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct TcpSpec {
+    #[serde(default)]
+    pub cluster: Option<Name>,
+    #[serde(default)]
+    pub weighted_clusters: Option<Vec<WeightedSpec>>,
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
+    #[serde(default)]
+    pub stat_prefix: Option<Name>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct WeightedSpec {
+    pub name: Name,
+    pub weight: Weight,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct HttpSpec {
+    /// Short for one virtual host with `domains: ["*"]`.
+    #[serde(default)]
+    pub routes: Option<Vec<RouteSpec>>,
+    #[serde(default)]
+    pub virtual_hosts: Option<Vec<VirtualHostSpec>>,
+    #[serde(default)]
+    pub stat_prefix: Option<Name>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct VirtualHostSpec {
+    #[serde(default)]
+    pub name: Option<Name>,
+    #[serde(default)]
+    pub domains: Option<Vec<Domain>>,
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RouteSpec {
+    #[serde(default)]
+    pub name: Option<Name>,
+    #[serde(default)]
+    pub prefix: Prefix,
+    #[serde(default)]
+    pub cluster: Option<Name>,
+    #[serde(default)]
+    pub weighted_clusters: Option<Vec<WeightedSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct ClusterSpec {
+    pub name: Name,
+    #[serde(default, rename = "type")]
+    pub kind: KindSpec,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+    #[serde(default)]
+    pub lb_policy: Option<LbPolicySpec>,
+    #[serde(default)]
+    pub connect_timeout: Option<Dur>,
+    #[serde(default)]
+    pub upstream_bind: Option<BindIp>,
+}
+
+/// Envoy's cluster discovery types that a static config can express, plus Skiff's
+/// `BLACK_HOLE` (Envoy writes a STATIC cluster without endpoints for it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(super) enum KindSpec {
+    #[default]
+    Static,
+    OriginalDst,
+    BlackHole,
+}
+
+impl From<KindSpec> for Discovery {
+    fn from(k: KindSpec) -> Discovery {
+        match k {
+            KindSpec::Static => Discovery::Static,
+            KindSpec::OriginalDst => Discovery::OriginalDst,
+            KindSpec::BlackHole => Discovery::BlackHole,
+        }
+    }
+}
+
+/// Envoy's and Istio's spellings; Istio's `LEAST_CONN` is its alias of `LEAST_REQUEST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(super) enum LbPolicySpec {
+    RoundRobin,
+    #[serde(alias = "LEAST_CONN")]
+    LeastRequest,
+    Random,
+}
+
+impl From<LbPolicySpec> for LbPolicy {
+    fn from(p: LbPolicySpec) -> LbPolicy {
+        match p {
+            LbPolicySpec::RoundRobin => LbPolicy::RoundRobin,
+            LbPolicySpec::LeastRequest => LbPolicy::LeastRequest,
+            LbPolicySpec::Random => LbPolicy::Random,
+        }
+    }
+}

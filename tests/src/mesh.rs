@@ -1,0 +1,164 @@
+//! The whole Skiff path on one machine: pods as network namespaces, programmed by the real
+//! `skiff-init` with the arguments `skiff-injector inject` put into an example Deployment,
+//! and the real `skiff-proxy` running in each pod as uid 1337. Shared by the end-to-end
+//! tests and the demo (`skiff-demo`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::binary;
+use crate::netns::Netns;
+
+/// The proxy's user, as the injector sets it (`runAsUser: 1337`).
+pub const PROXY_UID: u32 = 1337;
+
+/// The `istio-init` arguments that `skiff-injector inject` writes for `deployment` in
+/// `manifest` (an example file): taken from the injected YAML, never written by hand.
+pub fn injected_init_args(manifest: &Path, deployment: &str) -> Vec<String> {
+    let out = Command::new(binary("skiff-injector"))
+        .args(["inject", "-f"])
+        .arg(manifest)
+        .output()
+        .expect("run skiff-injector inject");
+    assert!(
+        out.status.success(),
+        "inject failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8 output");
+    for doc in text.split("\n---\n") {
+        let Ok(value) = yaml_serde::from_str::<serde_json::Value>(doc) else {
+            continue;
+        };
+        if value["kind"] != "Deployment" || value["metadata"]["name"] != deployment {
+            continue;
+        }
+        let inits = value["spec"]["template"]["spec"]["initContainers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let init = inits
+            .iter()
+            .find(|c| c["name"] == "istio-init")
+            .expect("istio-init injected");
+        return init["args"]
+            .as_array()
+            .expect("istio-init args")
+            .iter()
+            .map(|a| a.as_str().unwrap_or_default().to_string())
+            .collect();
+    }
+    panic!("no Deployment {deployment} in {}", manifest.display());
+}
+
+/// The workspace's `examples/` directory.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// Runs `skiff-init` in `pod` with `args`; panics with its stderr on failure.
+pub fn run_init(pod: &Netns, args: &[String]) {
+    let out = pod
+        .command(binary("skiff-init").to_str().unwrap())
+        .args(args)
+        .output()
+        .expect("run skiff-init");
+    assert!(
+        out.status.success(),
+        "skiff-init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A child process killed (and reaped) when dropped, also on panic.
+pub struct Process {
+    child: Child,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Waits for a log line containing `needle`, up to `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(_) => {}
+                Err(_) => return Err(format!("no log line with {needle:?} within {timeout:?}")),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for the process")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `skiff-proxy` in `pod` as uid/gid 1337 with the static config `config`, as the
+/// injected `istio-proxy` container runs (`proxy sidecar ...`), and waits until it reports
+/// ready (listeners bound and config loaded).
+pub fn start_proxy(pod: &Netns, config: &Path, extra_args: &[&str]) -> Process {
+    let mut args = vec!["--config".to_string(), config.display().to_string()];
+    args.extend(extra_args.iter().map(|a| a.to_string()));
+    let process = spawn_proxy(pod, &args);
+    if let Err(err) = process.wait_for_log("skiff-proxy ready", Duration::from_secs(10)) {
+        panic!("proxy in {} did not become ready: {err}", pod.name());
+    }
+    process
+}
+
+/// Starts `skiff-proxy proxy sidecar ARGS` in `pod` as uid/gid 1337 without waiting.
+pub fn spawn_proxy(pod: &Netns, args: &[String]) -> Process {
+    let uid = PROXY_UID.to_string();
+    let mut cmd = pod.command("setpriv");
+    cmd.args([
+        format!("--reuid={uid}").as_str(),
+        format!("--regid={uid}").as_str(),
+        "--clear-groups",
+        "--",
+    ])
+    .arg(binary("skiff-proxy"))
+    .args(["proxy", "sidecar"])
+    .args(args)
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start skiff-proxy");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Process { child, log: rx }
+}
+
+/// Writes `text` to a fresh file readable by the proxy user.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("config dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}

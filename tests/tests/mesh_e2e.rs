@@ -1,0 +1,304 @@
+//! The whole mesh path on a real kernel: two pods (network namespaces), each programmed by
+//! the real `skiff-init` with the arguments `skiff-injector inject` wrote for the example
+//! Deployments, each with the real `skiff-proxy` as uid 1337; apps talk through them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skiff_tests::can_run_as_root;
+use skiff_tests::mesh::{
+    Process, examples_dir, injected_init_args, run_init, spawn_proxy, start_proxy, write_config,
+};
+use skiff_tests::netns::{Netns, PodPair};
+
+const VIP: &str = "10.96.0.7";
+const GREETER_VIP: &str = "10.96.0.8";
+
+/// Pod A's proxy (productpage): the reviews service VIP maps to pod B.
+fn client_config() -> String {
+    format!(
+        r#"listeners:
+  - {{name: virtualOutbound, address: "0.0.0.0:15001", useOriginalDst: true, defaultCluster: PassthroughCluster}}
+  - name: reviews
+    address: "{VIP}:9080"
+    tcp: {{cluster: "outbound|9080||reviews.demo.svc.cluster.local"}}
+  - name: greeter
+    address: "{GREETER_VIP}:9081"
+    tcp: {{cluster: "outbound|9081||greeter.demo.svc.cluster.local"}}
+  - {{name: virtualInbound, address: "0.0.0.0:15006", direction: inbound, useOriginalDst: true, defaultCluster: InboundPassthroughCluster}}
+clusters:
+  - {{name: "outbound|9080||reviews.demo.svc.cluster.local", endpoints: ["10.77.0.2:9080"], connectTimeout: 2s}}
+  - {{name: "outbound|9081||greeter.demo.svc.cluster.local", endpoints: ["10.77.0.2:9081"], connectTimeout: 2s}}
+"#
+    )
+}
+
+/// Pod B's proxy (reviews): inbound 9080 and 9081 to the local apps.
+const SERVER_CONFIG: &str = r#"listeners:
+  - {name: virtualOutbound, address: "0.0.0.0:15001", useOriginalDst: true, defaultCluster: PassthroughCluster}
+  - name: virtualInbound
+    address: "0.0.0.0:15006"
+    direction: inbound
+    useOriginalDst: true
+    chains:
+      - {match: {destinationPort: 9080}, tcp: {cluster: "inbound|9080||"}}
+      - {match: {destinationPort: 9081}, tcp: {cluster: "inbound|9081||"}}
+    defaultCluster: InboundPassthroughCluster
+clusters:
+  - {name: "inbound|9080||", endpoints: ["127.0.0.1:9080"]}
+  - {name: "inbound|9081||", endpoints: ["127.0.0.1:9081"]}
+"#;
+
+struct Mesh {
+    pair: PodPair,
+    dir: PathBuf,
+    client_proxy: Option<Process>,
+    server_proxy: Option<Process>,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.client_proxy.take();
+        self.server_proxy.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Serves `respond` on every connection to `port` in `pod`, in threads, forever (the
+/// namespace's removal ends it).
+fn app(pod: &Netns, port: u16, respond: fn(TcpStream)) {
+    let listener = pod
+        .run(move || TcpListener::bind(("0.0.0.0", port)))
+        .expect("app listens");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || respond(stream));
+        }
+    });
+}
+
+/// Echoes a request back with a prefix, so the client knows it went through the app.
+fn echo(mut stream: TcpStream) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let mut reply = b"reviews:".to_vec();
+        reply.extend_from_slice(&buf[..n]);
+        if stream.write_all(&reply).is_err() {
+            break;
+        }
+    }
+}
+
+/// Speaks first, like MySQL or SMTP, then echoes one line.
+fn greeter(mut stream: TcpStream) {
+    let _ = stream.write_all(b"220 greeter ready\r\n");
+    let mut buf = [0u8; 64];
+    if let Ok(n) = stream.read(&mut buf) {
+        let _ = stream.write_all(&buf[..n]);
+    }
+}
+
+fn mesh(tag: &str) -> Mesh {
+    let pair = PodPair::new(tag).expect("pods");
+    for ns in [&pair.pod, &pair.peer] {
+        // Pods have a default route, so service VIPs are routable before iptables rewrites them.
+        ns.ip(&["route", "add", "default", "dev", "eth0"])
+            .expect("default route");
+    }
+    let manifest = examples_dir().join("reviews.yaml");
+    run_init(&pair.pod, &injected_init_args(&manifest, "productpage"));
+    run_init(&pair.peer, &injected_init_args(&manifest, "reviews"));
+    app(&pair.peer, 9080, echo);
+    app(&pair.peer, 9081, greeter);
+    app(&pair.peer, 7070, echo);
+    let dir = std::env::temp_dir().join(format!("skiff-mesh-{}-{tag}", std::process::id()));
+    let client_cfg = write_config(&dir, "client.yaml", &client_config());
+    let server_cfg = write_config(&dir, "server.yaml", SERVER_CONFIG);
+    let client_proxy = Some(start_proxy(&pair.pod, &client_cfg, &[]));
+    let server_proxy = Some(start_proxy(&pair.peer, &server_cfg, &[]));
+    Mesh {
+        pair,
+        dir,
+        client_proxy,
+        server_proxy,
+    }
+}
+
+/// From pod A, as the app: connect to `to`, send `message`, read `expect_len` bytes.
+fn call(
+    mesh: &Mesh,
+    to: &str,
+    message: &'static [u8],
+    expect_len: usize,
+) -> std::io::Result<Vec<u8>> {
+    let to: SocketAddr = to.parse().unwrap();
+    mesh.pair.pod.run(move || {
+        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        if !message.is_empty() {
+            stream.write_all(message)?;
+        }
+        let mut reply = vec![0u8; expect_len];
+        stream.read_exact(&mut reply)?;
+        Ok(reply)
+    })
+}
+
+/// `GET path` on a port of the pod's own proxy (not captured: localhost).
+fn get(pod: &Netns, port: u16, path: &'static str) -> (u16, String) {
+    pod.run(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    })
+}
+
+fn metric(text: &str, name: &str, must_contain: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(must_contain))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[test]
+fn a_service_call_goes_through_both_proxies_and_is_counted() {
+    if !can_run_as_root("a_service_call_goes_through_both_proxies_and_is_counted") {
+        return;
+    }
+    let mesh = mesh("svc");
+    let reply = call(&mesh, &format!("{VIP}:9080"), b"hello", 13).expect("through the mesh");
+    assert_eq!(reply, b"reviews:hello");
+
+    // The connection closes when the thread's stream drops; wait for both proxies to count
+    // it closed (a signal from the proxies' own metrics, polled briefly).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, a) = get(&mesh.pair.pod, 15090, "/stats/prometheus");
+        let (_, b) = get(&mesh.pair.peer, 15090, "/stats/prometheus");
+        let service = "destination_service=\"reviews.demo.svc.cluster.local\"";
+        let a_closed = metric(
+            &a,
+            "istio_tcp_connections_closed_total",
+            "reporter=\"source\"",
+        );
+        let b_closed = metric(
+            &b,
+            "istio_tcp_connections_closed_total",
+            "reporter=\"destination\"",
+        );
+        if a_closed >= 1 && b_closed >= 1 {
+            assert_eq!(
+                metric(&a, "istio_tcp_connections_opened_total", service),
+                1,
+                "{a}"
+            );
+            assert_eq!(
+                metric(&a, "istio_tcp_received_bytes_total", service),
+                5,
+                "request bytes: {a}"
+            );
+            assert_eq!(
+                metric(&a, "istio_tcp_sent_bytes_total", service),
+                13,
+                "response bytes: {a}"
+            );
+            assert_eq!(
+                metric(
+                    &b,
+                    "istio_tcp_connections_opened_total",
+                    "reporter=\"destination\""
+                ),
+                1,
+                "{b}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closes not counted:\n{a}\n{b}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn server_first_protocols_and_passthrough_work() {
+    if !can_run_as_root("server_first_protocols_and_passthrough_work") {
+        return;
+    }
+    let mesh = mesh("srvfirst");
+    let greeting =
+        call(&mesh, &format!("{GREETER_VIP}:9081"), b"", 19).expect("greeting through the mesh");
+    assert_eq!(greeting, b"220 greeter ready\r\n");
+    // An address the config does not know: passthrough out of A, inbound passthrough into B.
+    let reply = call(&mesh, "10.77.0.2:7070", b"direct", 14).expect("passthrough");
+    assert_eq!(reply, b"reviews:direct");
+}
+
+#[test]
+fn a_restarted_proxy_serves_again() {
+    if !can_run_as_root("a_restarted_proxy_serves_again") {
+        return;
+    }
+    let mut mesh = mesh("restart");
+    assert_eq!(
+        call(&mesh, &format!("{VIP}:9080"), b"one", 11).unwrap(),
+        b"reviews:one"
+    );
+    let status = mesh.server_proxy.take().unwrap().terminate();
+    assert!(status.success(), "SIGTERM exits 0: {status}");
+    assert!(
+        call(&mesh, &format!("{VIP}:9080"), b"two", 11).is_err(),
+        "no proxy, no path"
+    );
+    let server_cfg = mesh.dir.join("server.yaml");
+    mesh.server_proxy = Some(start_proxy(&mesh.pair.peer, &server_cfg, &[]));
+    assert_eq!(
+        call(&mesh, &format!("{VIP}:9080"), b"three", 13).unwrap(),
+        b"reviews:three"
+    );
+}
+
+#[test]
+fn readiness_waits_for_configuration() {
+    if !can_run_as_root("readiness_waits_for_configuration") {
+        return;
+    }
+    let mesh = mesh("ready");
+    let (status, _) = get(&mesh.pair.pod, 15021, "/healthz/ready");
+    assert_eq!(status, 200, "ready with its config loaded");
+
+    // A proxy with no configuration yet (no file; a control plane would send it) listens
+    // but is not ready.
+    let lone = Netns::new("noconfig").unwrap();
+    let waiting = spawn_proxy(&lone, &[]);
+    waiting
+        .wait_for_log("skiff-proxy listening", Duration::from_secs(10))
+        .unwrap();
+    let (status, body) = get(&lone, 15021, "/healthz/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_lowercase().contains("config"), "says why: {body}");
+    drop(waiting);
+
+    // A configuration that cannot be read is refused at start, naming the file.
+    let missing = mesh.dir.join("does-not-exist.yaml");
+    let failed = spawn_proxy(&lone, &["--config".into(), missing.display().to_string()]);
+    let line = failed.wait_for_log("does-not-exist.yaml", Duration::from_secs(10));
+    assert!(line.is_ok(), "the error names the file");
+}

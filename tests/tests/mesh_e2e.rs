@@ -302,3 +302,54 @@ fn readiness_waits_for_configuration() {
     let line = failed.wait_for_log("does-not-exist.yaml", Duration::from_secs(10));
     assert!(line.is_ok(), "the error names the file");
 }
+
+/// Replaces a file atomically, as a ConfigMap update does.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn sighup_reloads_the_config_and_a_bad_one_is_refused() {
+    if !can_run_as_root("sighup_reloads_the_config_and_a_bad_one_is_refused") {
+        return;
+    }
+    let mesh = mesh("reload");
+    assert_eq!(
+        call(&mesh, &format!("{VIP}:9080"), b"a", 9).unwrap(),
+        b"reviews:a"
+    );
+    let client = mesh.client_proxy.as_ref().unwrap();
+    let path = mesh.dir.join("client.yaml");
+    let hup = || {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &client.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+
+    replace(&path, "listeners: [{name: broken, address: nowhere}]\n");
+    hup();
+    client
+        .wait_for_log("keeping the running configuration", Duration::from_secs(10))
+        .expect("a bad file is refused");
+    assert_eq!(
+        call(&mesh, &format!("{VIP}:9080"), b"b", 9).unwrap(),
+        b"reviews:b",
+        "old config still serves"
+    );
+
+    // The service now points at the greeter's port: new connections see the new config.
+    replace(
+        &path,
+        &client_config().replace("\"10.77.0.2:9080\"", "\"10.77.0.2:9081\""),
+    );
+    hup();
+    client
+        .wait_for_log("static config reloaded", Duration::from_secs(10))
+        .expect("reloaded");
+    let greeting = call(&mesh, &format!("{VIP}:9080"), b"", 19).unwrap();
+    assert_eq!(greeting, b"220 greeter ready\r\n");
+}

@@ -138,7 +138,7 @@ async fn ten_thousand_connections_leak_no_descriptor() {
             s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
             // Every third connection targets the capture port itself (refused by the loop
             // guard); the others are forwarded to the app and echoed.
-            let refused = i % 3 == 0;
+            let refused = i.is_multiple_of(3);
             let to = if refused {
                 SocketAddr::from(([127, 0, 0, 1], port))
             } else {

@@ -116,10 +116,9 @@ impl Drop for Process {
 /// Starts `skiff-proxy` in `pod` as uid/gid 1337 with the static config `config`, as the
 /// injected `istio-proxy` container runs (`proxy sidecar ...`), and waits until it reports
 /// ready (listeners bound and config loaded).
-pub fn start_proxy(pod: &Netns, config: &Path, extra_args: &[&str]) -> Process {
-    let mut args = vec!["--config".to_string(), config.display().to_string()];
-    args.extend(extra_args.iter().map(|a| a.to_string()));
-    let process = spawn_proxy(pod, &args);
+pub fn start_proxy(pod: &Netns, config: &Path, workload: &str) -> Process {
+    let args = ["--config".to_string(), config.display().to_string()];
+    let process = spawn_proxy_as(pod, &args, workload);
     if let Err(err) = process.wait_for_log("skiff-proxy ready", Duration::from_secs(10)) {
         panic!("proxy in {} did not become ready: {err}", pod.name());
     }
@@ -128,6 +127,12 @@ pub fn start_proxy(pod: &Netns, config: &Path, extra_args: &[&str]) -> Process {
 
 /// Starts `skiff-proxy proxy sidecar ARGS` in `pod` as uid/gid 1337 without waiting.
 pub fn spawn_proxy(pod: &Netns, args: &[String]) -> Process {
+    spawn_proxy_as(pod, args, "")
+}
+
+/// [`spawn_proxy`] with the pod identity the injector would set for `workload` in the
+/// `demo` namespace (it labels the proxy's metrics).
+pub fn spawn_proxy_as(pod: &Netns, args: &[String], workload: &str) -> Process {
     let uid = PROXY_UID.to_string();
     let mut cmd = pod.command("setpriv");
     cmd.args([
@@ -140,6 +145,8 @@ pub fn spawn_proxy(pod: &Netns, args: &[String]) -> Process {
     .args(["proxy", "sidecar"])
     .args(args)
     .env("RUST_LOG", "info")
+    .env("ISTIO_META_WORKLOAD_NAME", workload)
+    .env("POD_NAMESPACE", "demo")
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start skiff-proxy");

@@ -119,8 +119,8 @@ fn mesh(tag: &str) -> Mesh {
     let dir = std::env::temp_dir().join(format!("skiff-mesh-{}-{tag}", std::process::id()));
     let client_cfg = write_config(&dir, "client.yaml", &client_config());
     let server_cfg = write_config(&dir, "server.yaml", SERVER_CONFIG);
-    let client_proxy = Some(start_proxy(&pair.pod, &client_cfg, &[]));
-    let server_proxy = Some(start_proxy(&pair.peer, &server_cfg, &[]));
+    let client_proxy = Some(start_proxy(&pair.pod, &client_cfg, "productpage"));
+    let server_proxy = Some(start_proxy(&pair.peer, &server_cfg, "reviews"));
     Mesh {
         pair,
         dir,
@@ -268,7 +268,7 @@ fn a_restarted_proxy_serves_again() {
         "no proxy, no path"
     );
     let server_cfg = mesh.dir.join("server.yaml");
-    mesh.server_proxy = Some(start_proxy(&mesh.pair.peer, &server_cfg, &[]));
+    mesh.server_proxy = Some(start_proxy(&mesh.pair.peer, &server_cfg, "reviews"));
     assert_eq!(
         call(&mesh, &format!("{VIP}:9080"), b"three", 13).unwrap(),
         b"reviews:three"

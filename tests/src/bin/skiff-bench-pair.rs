@@ -151,12 +151,12 @@ fn main() {
     let client = start_proxy(
         &mesh.pod,
         &write_config(&dir, "client.yaml", CLIENT_CONFIG),
-        &[],
+        "productpage",
     );
     let server = start_proxy(
         &mesh.peer,
         &write_config(&dir, "server.yaml", SERVER_CONFIG),
-        &[],
+        "reviews",
     );
     let idle_rss = (rss_kib(client.pid()), rss_kib(server.pid()));
 

@@ -87,12 +87,12 @@ fn main() {
     let client = start_proxy(
         &pods.pod,
         &write_config(&dir, "client.yaml", CLIENT_CONFIG),
-        &[],
+        "productpage",
     );
     let server = start_proxy(
         &pods.peer,
         &write_config(&dir, "server.yaml", SERVER_CONFIG),
-        &[],
+        "reviews",
     );
     println!("== skiff-proxy ready in both pods (uid 1337)");
 

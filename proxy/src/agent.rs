@@ -34,6 +34,7 @@ pub mod probers;
 pub mod scrape;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use probe::{DEFAULT_HOOK_TIMEOUT, DEFAULT_PROBE_TIMEOUT};
 pub use probers::{APP_PROBERS_ENV, AppProbe, AppProbers, ProbersError};

@@ -17,6 +17,7 @@ use hyper::{HeaderMap, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Every response of these servers is small and built whole.
@@ -294,14 +295,16 @@ pub(crate) async fn connect(
 }
 
 /// Sends one request on `stream` and reads the whole response. The caller bounds the time.
-pub(crate) async fn exchange<B>(
-    stream: TcpStream,
+/// Any byte stream does: a TCP connection, or TLS over one (the agent's HTTPS probes).
+pub(crate) async fn exchange<S, B>(
+    stream: S,
     protocol: Protocol,
     request: Request<B>,
     limit: usize,
     overflow: Overflow,
 ) -> Result<Fetched, FetchError>
 where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {

@@ -1,6 +1,8 @@
 //! The gRPC health check a Kubernetes `grpc` probe performs: one unary call of
-//! `grpc.health.v1.Health/Check` over plaintext HTTP/2 (h2c), healthy when the answer is
-//! `SERVING`.
+//! `grpc.health.v1.Health/Check` over HTTP/2, healthy when the answer is `SERVING`. The
+//! connection is plaintext (h2c) as the kubelet's, or TLS when the probe's `mode` asks for it
+//! (with ALPN `h2` and the certificate unverified, like an HTTPS probe; see
+//! [`tls`](super::tls)).
 //!
 //! The messages are tiny and fixed, so they are written and read by hand instead of pulling
 //! a protobuf and gRPC stack into the proxy:
@@ -22,7 +24,8 @@ use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderValue, TE, USER_AGENT};
 use hyper::{HeaderMap, Request, StatusCode};
 
-use crate::admin::http::{self, Overflow, Protocol};
+use super::tls::{self, Transport};
+use crate::admin::http::{Overflow, Protocol};
 
 /// The method the kubelet calls.
 pub(crate) const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
@@ -64,16 +67,21 @@ impl ServingStatus {
     }
 }
 
-/// Calls `Check(service)` on `address`, from `source` when given, all within `timeout`.
-/// `Err` says why no status could be read (and which gRPC status the server sent).
+/// Calls `Check(service)` on `address`, from `source` when given, over `transport`, all
+/// within `timeout`. `Err` says why no status could be read (and which gRPC status the
+/// server sent).
 pub(crate) async fn check(
-    address: SocketAddr,
-    source: Option<IpAddr>,
+    (address, source): (SocketAddr, Option<IpAddr>),
+    transport: Transport<'_>,
     service: &str,
     user_agent: Option<&HeaderValue>,
     timeout: Duration,
 ) -> Result<ServingStatus, String> {
-    let mut request = Request::post(format!("http://{address}{CHECK_PATH}"))
+    let scheme = match transport {
+        Transport::Tcp => "http",
+        Transport::Tls { .. } => "https",
+    };
+    let mut request = Request::post(format!("{scheme}://{address}{CHECK_PATH}"))
         .header(CONTENT_TYPE, "application/grpc")
         .header(TE, "trailers")
         .body(Full::new(Bytes::from(encode_request(service))))
@@ -83,9 +91,9 @@ pub(crate) async fn check(
         .cloned()
         .unwrap_or(HeaderValue::from_static("kube-probe"));
     request.headers_mut().insert(USER_AGENT, agent);
-    let fetched = http::fetch(
-        address,
-        source,
+    let fetched = tls::fetch(
+        (address, source),
+        transport,
         Protocol::Http2,
         request,
         MAX_RESPONSE,

@@ -8,6 +8,10 @@
 //! 127.0.0.6 (`::6`), which skiff-init's rules never capture, so a probe reaches the app
 //! directly instead of looping through the inbound listener (where mutual TLS would refuse
 //! it).
+//!
+//! `scheme: HTTPS` probes (and gRPC probes in TLS mode) use the same request and the same
+//! status rule over TLS, without verifying the app's certificate, as the kubelet does (see
+//! [`tls`](super::tls)).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -19,6 +23,7 @@ use hyper::{HeaderMap, Request, StatusCode, Uri};
 
 use super::grpc::{self, ServingStatus};
 use super::probers::{AppProbe, Grpc, HttpGet, ProbeAction, Scheme, TcpSocket};
+use super::tls::{self, Transport};
 use super::{AgentConfig, PROBE_BODY_LIMIT};
 use crate::admin::http::{
     self, Overflow, PASSTHROUGH_SOURCE_V4, PASSTHROUGH_SOURCE_V6, Protocol, Reply,
@@ -133,14 +138,6 @@ async fn http_get(
     timeout: Duration,
     incoming: &HeaderMap,
 ) -> Outcome {
-    if probe.scheme == Scheme::Https {
-        return Err(format!(
-            "HTTPS probes are not supported yet: the proxy has no TLS client to reach the app on \
-             port {} with; use scheme HTTP, a tcpSocket probe, or disable probe rewriting for this pod \
-             (sidecar.istio.io/rewriteAppHTTPProbers: \"false\")",
-            probe.port
-        ));
-    }
     let protocol = match probe
         .protocol
         .as_deref()
@@ -156,12 +153,21 @@ async fn http_get(
             ));
         }
     };
+    let (transport, kind) = match probe.scheme {
+        Scheme::Http => (Transport::Tcp, "HTTP"),
+        Scheme::Https => (
+            Transport::Tls {
+                host: probe.host.as_deref(),
+            },
+            "HTTPS",
+        ),
+    };
     let (address, source) = target(config, probe.host.as_deref(), probe.port, timeout).await?;
     let authority = host_value(config, probe, address, incoming);
     let request = build_request(probe, protocol, &authority, incoming)?;
-    let fetched = http::fetch(
-        address,
-        source,
+    let fetched = tls::fetch(
+        (address, source),
+        transport,
         protocol,
         request,
         PROBE_BODY_LIMIT,
@@ -169,7 +175,7 @@ async fn http_get(
         timeout,
     )
     .await
-    .map_err(|e| format!("HTTP probe of {address}{}: {e}", probe.path))?;
+    .map_err(|e| format!("{kind} probe of {address}{}: {e}", probe.path))?;
     let status = fetched.status;
     // The kubelet's rule: 200-399 is success. A redirect is not followed; without its
     // Location the kubelet could not follow it either, so it becomes a plain 200.
@@ -178,7 +184,7 @@ async fn http_get(
     } else {
         let body = String::from_utf8_lossy(&fetched.body);
         Err(format!(
-            "HTTP probe of {address}{} answered {status}{}",
+            "{kind} probe of {address}{} answered {status}{}",
             probe.path,
             if body.trim().is_empty() {
                 String::new()
@@ -224,8 +230,15 @@ fn build_request(
 ) -> Result<Request<Empty<Bytes>>, String> {
     let uri = match protocol {
         Protocol::Http1 => probe.path.clone(),
-        // HTTP/2 carries the host in :authority, which hyper takes from the URI.
-        Protocol::Http2 => format!("http://{authority}{}", probe.path),
+        // HTTP/2 carries the host in :authority and the scheme in :scheme, which hyper
+        // takes from the URI.
+        Protocol::Http2 => {
+            let scheme = match probe.scheme {
+                Scheme::Http => "http",
+                Scheme::Https => "https",
+            };
+            format!("{scheme}://{authority}{}", probe.path)
+        }
     };
     let uri: Uri = uri.parse().map_err(|e| {
         format!(
@@ -283,22 +296,21 @@ async fn grpc(
     timeout: Duration,
     incoming: &HeaderMap,
 ) -> Outcome {
-    if probe
+    // Only TLS changes anything; other modes (and none) are plaintext h2c.
+    let transport = if probe
         .mode
         .as_deref()
         .is_some_and(|m| m.eq_ignore_ascii_case("TLS"))
     {
-        return Err(format!(
-            "gRPC probes over TLS are not supported yet: the proxy has no TLS client to reach the app \
-             on port {} with",
-            probe.port
-        ));
-    }
+        Transport::Tls { host: None }
+    } else {
+        Transport::Tcp
+    };
     let attempt = async {
-        let (address, source) = target(config, None, probe.port, timeout).await?;
+        let target = target(config, None, probe.port, timeout).await?;
         grpc::check(
-            address,
-            source,
+            target,
+            transport,
             &probe.service,
             incoming.get(header::USER_AGENT),
             timeout,

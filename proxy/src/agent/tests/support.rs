@@ -1,10 +1,11 @@
 //! Small servers standing in for the application: an HTTP/1 app that records what it was
-//! sent, an HTTP/2 server answering gRPC health checks, a port that accepts and never
-//! answers, and a port nobody listens on.
+//! sent, an HTTP/2 server answering gRPC health checks, an HTTPS app with a self-signed
+//! certificate serving both, a port that accepts and never answers, and a port nobody
+//! listens on.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http_body_util::combinators::BoxBody;
@@ -13,9 +14,12 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ServerConfig;
+use rustls::pki_types::PrivateKeyDer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::admin::ProcessControl;
 use crate::admin::http::testing::{Running, within};
@@ -208,6 +212,112 @@ fn decode_service(body: &[u8]) -> String {
     assert_eq!(message[0], 0x0a, "field 1, length-delimited");
     let n = usize::from(message[1]);
     String::from_utf8(message[2..2 + n].to_vec()).expect("UTF-8 service")
+}
+
+/// What an HTTPS app saw of one TLS handshake.
+#[derive(Debug)]
+pub(super) struct Handshake {
+    /// The name the client sent in SNI.
+    pub(super) sni: Option<String>,
+    /// The protocol agreed in ALPN.
+    pub(super) alpn: Option<Vec<u8>>,
+}
+
+/// An HTTPS app on `ip` with a fresh self-signed certificate (nothing could verify it, so a
+/// probe that succeeds did not verify it). Over HTTP/1.1, or HTTP/2 when the client offers
+/// h2, it answers `pages` by path (404 otherwise) and, on Health/Check, `statuses` as
+/// [`grpc_server`] does. Reports every completed handshake.
+pub(super) async fn https_app(
+    ip: IpAddr,
+    pages: Vec<(&'static str, Page)>,
+    statuses: Vec<(&'static str, u8)>,
+) -> (
+    SocketAddr,
+    JoinHandle<()>,
+    mpsc::UnboundedReceiver<Handshake>,
+) {
+    let pages: Arc<HashMap<&'static str, Page>> = Arc::new(pages.into_iter().collect());
+    let statuses: Arc<HashMap<String, u8>> = Arc::new(
+        statuses
+            .into_iter()
+            .map(|(s, v)| (s.to_owned(), v))
+            .collect(),
+    );
+    let acceptor = tls_acceptor();
+    let listener = TcpListener::bind((ip, 0)).await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (handshakes_tx, handshakes) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, pages, statuses) = (acceptor.clone(), pages.clone(), statuses.clone());
+            let handshakes_tx = handshakes_tx.clone();
+            tokio::spawn(async move {
+                // A client that gives up mid-handshake is what some tests do.
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let session = tls.get_ref().1;
+                let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+                let h2 = alpn.as_deref() == Some(b"h2".as_slice());
+                let _ = handshakes_tx.send(Handshake {
+                    sni: session.server_name().map(str::to_owned),
+                    alpn,
+                });
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let (pages, statuses) = (pages.clone(), statuses.clone());
+                    async move {
+                        if request.uri().path() == CHECK_PATH {
+                            // Nobody reads the services asked for here.
+                            let (asked, _) = mpsc::unbounded_channel();
+                            return Ok::<_, Infallible>(
+                                answer_grpc(request, &statuses, &asked).await,
+                            );
+                        }
+                        let (status, body) = match pages.get(request.uri().path()) {
+                            Some(page) => (page.status, page.body),
+                            None => (StatusCode::NOT_FOUND, "no such page"),
+                        };
+                        let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
+                        *response.status_mut() = status;
+                        Ok(response)
+                    }
+                });
+                let io = TokioIo::new(tls);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                }
+            });
+        }
+    });
+    (address, task, handshakes)
+}
+
+/// A TLS server configuration with a new self-signed certificate for `localhost`, offering
+/// h2 and http/1.1 in ALPN.
+fn tls_acceptor() -> TlsAcceptor {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("self-signed certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certified.cert.der().clone()],
+            PrivateKeyDer::from(certified.signing_key),
+        )
+        .expect("certificate and key");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
 }
 
 /// A port that accepts connections (the kernel completes the handshake) and never answers.

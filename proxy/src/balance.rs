@@ -24,13 +24,18 @@ fn seed() -> u64 {
 
 /// A uniformly distributed number below `n` (`n > 0`).
 pub fn random_below(n: usize) -> usize {
+    (random_u64() % n as u64) as usize
+}
+
+/// A uniformly distributed 64-bit number.
+pub fn random_u64() -> u64 {
     RNG.with(|state| {
         let mut x = state.get();
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
         state.set(x);
-        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     })
 }
 

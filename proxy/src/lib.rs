@@ -11,6 +11,7 @@ pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod orig_dst;
+pub mod route;
 pub mod run;
 pub mod snapshot;
 pub mod static_config;

@@ -345,24 +345,8 @@ pub fn choose_chain<'a>(
 /// The cluster a handler sends this connection to. HTTP is proxied as a stream for now:
 /// the first route of the first virtual host that matches any domain decides.
 fn cluster_of(handler: &Handler, snapshot: &Snapshot) -> Option<String> {
-    let pick = |choice: &ClusterChoice| -> Option<String> {
-        match choice {
-            ClusterChoice::Single(name) => Some(name.clone()),
-            ClusterChoice::Weighted(list) => {
-                let total: u64 = list.iter().map(|(_, w)| u64::from(*w)).sum();
-                if total == 0 {
-                    return None;
-                }
-                let mut at = crate::balance::random_below(total as usize) as u64;
-                for (name, w) in list {
-                    if at < u64::from(*w) {
-                        return Some(name.clone());
-                    }
-                    at -= u64::from(*w);
-                }
-                None
-            }
-        }
+    let pick = |choice: &ClusterChoice| {
+        crate::route::pick_cluster(choice, crate::balance::random_u64()).map(str::to_owned)
     };
     match handler {
         Handler::Tcp(tcp) => pick(&tcp.cluster),
@@ -376,7 +360,7 @@ fn cluster_of(handler: &Handler, snapshot: &Snapshot) -> Option<String> {
                 .iter()
                 .flat_map(|v| v.routes.first())
                 .next()?;
-            pick(&route.cluster)
+            pick(route.cluster()?)
         }
     }
 }

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// Route tables live in [`crate::route`], with the functions that select from them.
+pub use crate::route::{Route, RouteTable, VirtualHost};
+
 /// Envoy's default upstream connect timeout, and istiod's.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Envoy's default tcp_proxy idle timeout.
@@ -235,28 +238,6 @@ pub struct HttpManager {
 pub enum RouteSource {
     Rds(String),
     Inline(Arc<RouteTable>),
-}
-
-/// A RouteConfiguration: virtual hosts matched by authority. Route matching beyond the
-/// catch-all comes with the HTTP layer.
-#[derive(Debug, Default, Serialize)]
-pub struct RouteTable {
-    pub name: String,
-    pub virtual_hosts: Vec<VirtualHost>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct VirtualHost {
-    pub name: String,
-    pub domains: Vec<String>,
-    pub routes: Vec<Route>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Route {
-    pub name: String,
-    pub prefix: String,
-    pub cluster: ClusterChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

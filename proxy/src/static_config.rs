@@ -30,6 +30,8 @@ use crate::snapshot::Snapshot;
 mod build;
 mod clusters;
 mod de;
+#[cfg(test)]
+mod http_tests;
 mod model;
 mod routes;
 #[cfg(test)]
@@ -321,9 +323,55 @@ listeners:
               domains: [reviews, "reviews:9080", reviews.default.svc.cluster.local]
                                        # default ["*"]; one * at the start or the end is a
                                        # wildcard; a domain belongs to one virtual host
-              routes:                  # tried in order: put longer prefixes first
-                - prefix: /v2/         # default /
-                  weightedClusters:    # or cluster: NAME
+              retryPolicy: {retryOn: connect-failure}  # for routes that set none
+              routes:                  # tried in order, the first that matches wins: put
+                                       # longer prefixes first
+                - name: dev            # default: the path (prefix, path or regex) matched
+                  match:               # every key written must match
+                    prefix: /          # one of: prefix (default /; on the path with its
+                                       # query), path (exact, without the query), regex
+                                       # (RE2 syntax, the whole path without the query),
+                                       # pathSeparatedPrefix (/api: /api and /api/...)
+                    caseSensitive: true          # default true; not for regex (use (?i))
+                    headers:           # one of exact, prefix, suffix, contains, regex
+                                       # (whole value), present (true/false) each; several
+                                       # values are joined with ","; :authority, :method
+                                       # and :path work too
+                      - {name: cookie, regex: ".*group=dev.*"}
+                      - {name: x-canary, present: true, invert: true}  # invert default false
+                    queryParameters:   # as headers (first value, undecoded), no invert;
+                                       # present: true only
+                      - {name: debug, exact: "1"}
+                  route:               # or directResponse: {status: 404, body: TEXT}
+                    cluster: "outbound|9080|v2|reviews.default.svc.cluster.local"
+                                       # or weightedClusters: [{name, weight}], picked per
+                                       # request in proportion to the weights
+                    prefixRewrite: /   # replaces the matched prefix (or exact path); not
+                                       # after a regex match
+                                       # or regexRewrite: {pattern: "^/v1/(.*)", substitution:
+                                       # "/\\1"}: every match in the path, RE2's \\1 groups
+                    hostRewrite: reviews.internal  # the upstream Host / :authority
+                    timeout: 15s       # default 15s; 0s: no timeout
+                    retryPolicy:       # default: the virtual host's (this replaces it whole)
+                      retryOn: "5xx,connect-failure,retriable-status-codes"
+                                       # required: 5xx, gateway-error, reset,
+                                       # connect-failure, refused-stream, retriable-4xx,
+                                       # retriable-status-codes, and gRPC's cancelled,
+                                       # deadline-exceeded, internal, resource-exhausted,
+                                       # unavailable
+                      numRetries: 2    # default 1
+                      perTryTimeout: 2s                  # default: the route's timeout
+                      retriableStatusCodes: [503]        # with retriable-status-codes only
+                      retryHostPredicate: [previous_hosts]  # retry on another endpoint
+                      backoff: {baseInterval: 25ms, maxInterval: 250ms}
+                                       # the defaults; maxInterval defaults to 10x base
+                  requestHeadersToAdd: [{name: x-route, value: dev, append: false}]
+                                       # append default true (add a value); false replaces.
+                                       # Also requestHeadersToRemove: [NAME],
+                                       # responseHeadersToAdd, responseHeadersToRemove; on
+                                       # routes, virtual hosts and http (the whole table)
+                - prefix: /v2/         # the short form: prefix (default /) and
+                  weightedClusters:    # cluster: NAME or weightedClusters
                     - {name: "outbound|9080|v2|reviews.default.svc.cluster.local", weight: 90}
                     - {name: "outbound|9080|v3|reviews.default.svc.cluster.local", weight: 10}
                 - {prefix: /, cluster: "outbound|9080|v1|reviews.default.svc.cluster.local"}

@@ -200,6 +200,23 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A request timeout: a duration, where `0s` (or `0`) means none at all, as in Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Timeout(pub Duration);
+
+scalar!(Timeout, "a duration such as 15s, or 0s for none",
+    text: |s: &str| duration(s).and_then(|d| if d > MAX_DURATION {
+        Err(format!("{s:?} is longer than a year (8760h); write 0s for no timeout"))
+    } else {
+        Ok(d)
+    }),
+    number: |n: i128| if n == 0 {
+        Ok(Duration::ZERO)
+    } else {
+        Err(format!("{n} has no unit; write e.g. {n}s or {n}ms"))
+    },
+);
+
 /// Parses one or more `<number><unit>` parts (units `ms`, `s`, `m`, `h`; the number may have
 /// up to nine decimals) and adds them up. Never panics: overflow is an error.
 pub(super) fn duration(text: &str) -> Result<Duration, String> {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::de::{
     BindIp, CidrText, DetectionSpec, Domain, Dur, EndpointSpec, ListenAddr, Name, Port, Prefix,
-    Weight,
+    Timeout, Weight,
 };
 use crate::snapshot::{Direction, Discovery, LbPolicy, Transport};
 
@@ -142,6 +142,14 @@ pub(super) struct HttpSpec {
     pub virtual_hosts: Option<Vec<VirtualHostSpec>>,
     #[serde(default)]
     pub stat_prefix: Option<Name>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderToAddSpec>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<Name>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderToAddSpec>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<Name>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,19 +160,169 @@ pub(super) struct VirtualHostSpec {
     #[serde(default)]
     pub domains: Option<Vec<Domain>>,
     pub routes: Vec<RouteSpec>,
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicySpec>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderToAddSpec>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<Name>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderToAddSpec>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<Name>,
 }
 
+impl VirtualHostSpec {
+    /// The virtual host that `http.routes` is short for.
+    pub fn everything(routes: Vec<RouteSpec>) -> VirtualHostSpec {
+        VirtualHostSpec {
+            name: None,
+            domains: None,
+            routes,
+            retry_policy: None,
+            request_headers_to_add: Vec::new(),
+            request_headers_to_remove: Vec::new(),
+            response_headers_to_add: Vec::new(),
+            response_headers_to_remove: Vec::new(),
+        }
+    }
+}
+
+/// A route: the short form `{prefix, cluster | weightedClusters}`, or Envoy's
+/// `{match, route | directResponse}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RouteSpec {
     #[serde(default)]
     pub name: Option<Name>,
     #[serde(default)]
-    pub prefix: Prefix,
+    pub prefix: Option<Prefix>,
     #[serde(default)]
     pub cluster: Option<Name>,
     #[serde(default)]
     pub weighted_clusters: Option<Vec<WeightedSpec>>,
+    #[serde(default, rename = "match")]
+    pub matcher: Option<RouteMatchSpec>,
+    #[serde(default)]
+    pub route: Option<RouteActionSpec>,
+    #[serde(default)]
+    pub direct_response: Option<DirectResponseSpec>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderToAddSpec>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<Name>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderToAddSpec>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<Name>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RouteMatchSpec {
+    #[serde(default)]
+    pub prefix: Option<Prefix>,
+    #[serde(default)]
+    pub path: Option<Prefix>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub path_separated_prefix: Option<Prefix>,
+    #[serde(default)]
+    pub case_sensitive: Option<bool>,
+    #[serde(default)]
+    pub headers: Vec<ValueMatchSpec>,
+    #[serde(default)]
+    pub query_parameters: Vec<ValueMatchSpec>,
+}
+
+/// A header or query-parameter matcher: a name and one way to match its value
+/// (`invert` is for headers only).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct ValueMatchSpec {
+    pub name: Name,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+    #[serde(default)]
+    pub contains: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub present: Option<bool>,
+    #[serde(default)]
+    pub invert: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RouteActionSpec {
+    #[serde(default)]
+    pub cluster: Option<Name>,
+    #[serde(default)]
+    pub weighted_clusters: Option<Vec<WeightedSpec>>,
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    #[serde(default)]
+    pub regex_rewrite: Option<RegexRewriteSpec>,
+    #[serde(default)]
+    pub host_rewrite: Option<Name>,
+    #[serde(default)]
+    pub timeout: Option<Timeout>,
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicySpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RegexRewriteSpec {
+    pub pattern: String,
+    pub substitution: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RetryPolicySpec {
+    pub retry_on: String,
+    #[serde(default)]
+    pub num_retries: Option<u32>,
+    #[serde(default)]
+    pub per_try_timeout: Option<Dur>,
+    #[serde(default)]
+    pub retriable_status_codes: Vec<u16>,
+    #[serde(default)]
+    pub retry_host_predicate: Vec<Name>,
+    #[serde(default)]
+    pub backoff: Option<BackoffSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct BackoffSpec {
+    pub base_interval: Dur,
+    #[serde(default)]
+    pub max_interval: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct DirectResponseSpec {
+    pub status: u16,
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct HeaderToAddSpec {
+    pub name: Name,
+    pub value: String,
+    #[serde(default)]
+    pub append: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

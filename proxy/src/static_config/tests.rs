@@ -196,11 +196,12 @@ fn the_reference_parses_with_every_field() {
     let route_view: Vec<(&str, &str)> = reviews
         .routes
         .iter()
-        .map(|r| (r.name.as_str(), r.prefix.as_str()))
+        .map(|r| (r.name.as_str(), r.prefix().unwrap_or_default()))
         .collect();
-    assert_eq!(route_view, [("/v2/", "/v2/"), ("/", "/")]);
+    assert_eq!(route_view, [("dev", "/"), ("/v2/", "/v2/"), ("/", "/")]);
+    assert_eq!(reviews.routes[0].matcher.headers.len(), 2);
     assert!(same_choice(
-        &reviews.routes[0].cluster,
+        reviews.routes[1].cluster().expect("forwards"),
         &ClusterChoice::Weighted(vec![
             (
                 "outbound|9080|v2|reviews.default.svc.cluster.local".into(),
@@ -218,7 +219,7 @@ fn the_reference_parses_with_every_field() {
         ("*", &["*".to_owned()][..])
     );
     assert!(same_choice(
-        &any.routes[0].cluster,
+        any.routes[0].cluster().expect("forwards"),
         &single(PASSTHROUGH_CLUSTER)
     ));
 
@@ -248,7 +249,7 @@ fn the_reference_parses_with_every_field() {
     assert_eq!(shorthand.name, "virtualInbound/chains[0]");
     assert_eq!(shorthand.virtual_hosts.len(), 1);
     assert_eq!(shorthand.virtual_hosts[0].domains, ["*"]);
-    assert_eq!(shorthand.virtual_hosts[0].routes[0].prefix, "/");
+    assert_eq!(shorthand.virtual_hosts[0].routes[0].prefix(), Some("/"));
     assert_eq!(http_of(first).stat_prefix, "virtualInbound");
     assert_eq!(
         p.detection_skip_ports.get("virtualInbound"),
@@ -584,7 +585,7 @@ fn chain_and_handler_fields() {
     let routes = &table(hcm).virtual_hosts[0].routes;
     let view: Vec<(&str, &str)> = routes
         .iter()
-        .map(|r| (r.name.as_str(), r.prefix.as_str()))
+        .map(|r| (r.name.as_str(), r.prefix().unwrap_or_default()))
         .collect();
     assert_eq!(view, [("api", "/api/"), ("/", "/")]);
     assert!(l.detection.enabled);

@@ -2,6 +2,7 @@
 //! redirect to it, recovers each one's original destination, and forwards it according to
 //! the running [`snapshot::Snapshot`].
 
+pub mod access_log;
 pub mod admin;
 pub mod agent;
 pub mod balance;

@@ -1,5 +1,6 @@
-//! The proxy's metrics: Istio's standard TCP metrics plus Skiff's own, in one
-//! prometheus-client [`Registry`].
+//! The proxy's metrics: Istio's standard TCP and request metrics plus Skiff's own, in one
+//! prometheus-client [`Registry`]. The request metrics (and Envoy's response flags) live in
+//! the `http` submodule, re-exported here.
 //!
 //! Istio's dashboards, Kiali and most alerting rules are written against the names and labels
 //! Envoy's stats plugin emits (`istio_tcp_connections_opened_total{reporter="source",...}`),
@@ -30,11 +31,16 @@ use crate::snapshot::{
 };
 
 mod format;
+mod http;
 #[cfg(test)]
 mod tests;
 
 pub use format::Format;
 pub(crate) use format::{openmetrics_to_plain_stats, strip_openmetrics_eof};
+pub use http::{
+    BYTES_BUCKETS, DURATION_BUCKETS, RequestMetricsFamily, RequestOutcome, RequestProtocol,
+    RequestSeries, ResponseFlags, SeriesKey, UnknownResponseFlag,
+};
 
 /// What Istio writes for a label whose value the proxy does not know.
 pub const UNKNOWN: &str = "unknown";
@@ -265,6 +271,8 @@ pub struct ProxyMetrics {
     tcp_closed: Family<TcpLabels, Counter>,
     tcp_sent: Family<TcpLabels, Counter>,
     tcp_received: Family<TcpLabels, Counter>,
+    requests: http::RequestFamilies,
+    access_log_dropped: Counter,
     connection_errors: Family<ErrorLabels, Counter>,
     active_connections: Gauge,
     config_reloads: Counter,
@@ -287,6 +295,8 @@ impl ProxyMetrics {
             tcp_closed: Family::default(),
             tcp_sent: Family::default(),
             tcp_received: Family::default(),
+            requests: http::RequestFamilies::new(),
+            access_log_dropped: Counter::default(),
             connection_errors: Family::default(),
             active_connections: Gauge::default(),
             config_reloads: Counter::default(),
@@ -316,6 +326,12 @@ impl ProxyMetrics {
                 "istio_tcp_received_bytes",
                 "Total bytes received from the downstream peer (the request direction) on TCP connections",
                 metrics.tcp_received.clone(),
+            );
+            metrics.requests.register(&mut r);
+            r.register(
+                "skiff_proxy_access_log_dropped",
+                "Access log lines dropped because the writer could not keep up (or failed)",
+                metrics.access_log_dropped.clone(),
             );
             r.register(
                 "skiff_proxy_connection_errors",
@@ -375,6 +391,20 @@ impl ProxyMetrics {
             active: self.active_connections.clone(),
             state: AtomicU8::new(STATE_NEW),
         }
+    }
+
+    /// The request metrics of one route or cluster in one direction. Call once per
+    /// (route/cluster, direction) and keep the handle: `labels` are the connection-level
+    /// labels ([`TcpLabels::outbound`] / [`TcpLabels::inbound`]), and the handle adds the
+    /// per-request ones without allocating on the common path.
+    pub fn requests(&self, labels: TcpLabels) -> RequestMetricsFamily {
+        RequestMetricsFamily::new(self.requests.clone(), labels)
+    }
+
+    /// The counter the access log's writer increments for each line it drops; a clone shares
+    /// the registered series.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// Counts one failed connection. `reason` should be one of [`reason`]'s constants.

@@ -141,8 +141,9 @@ mod tests {
         for _ in 0..4000 {
             seen[pick(&c)] += 1;
         }
-        // Each expected 1000; 4 standard deviations is about ±110.
-        assert!(seen.iter().all(|&n| (850..1150).contains(&n)), "{seen:?}");
+        // Each expected 1000 with a standard deviation of about 27; ±6 of them keeps a
+        // correct picker from failing more than about once in 10^8 runs.
+        assert!(seen.iter().all(|&n| (835..1165).contains(&n)), "{seen:?}");
     }
 
     #[test]

@@ -69,8 +69,9 @@ impl Drop for Mesh {
 /// Serves `respond` on every connection to `port` in `pod`, in threads, forever (the
 /// namespace's removal ends it).
 fn app(pod: &Netns, port: u16, respond: fn(TcpStream)) {
+    // Dual-stack (Linux's default for [::]), so the same app serves IPv4 and IPv6 tests.
     let listener = pod
-        .run(move || TcpListener::bind(("0.0.0.0", port)))
+        .run(move || TcpListener::bind(("::", port)))
         .expect("app listens");
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
@@ -352,4 +353,70 @@ fn sighup_reloads_the_config_and_a_bad_one_is_refused() {
         .expect("reloaded");
     let greeting = call(&mesh, &format!("{VIP}:9080"), b"", 19).unwrap();
     assert_eq!(greeting, b"220 greeter ready\r\n");
+}
+
+/// IPv6 through both proxies: the proxies' [::] listeners, IP6T_SO_ORIGINAL_DST, and the
+/// ::6 source of inbound passthrough. The injected arguments leave IPv6 to auto-detection,
+/// which picks IPv4 first in these pods (as in Istio without DUAL_STACK), so IPv6 is
+/// switched on with skiff-init's own `--ipv6 true` on top of them.
+#[test]
+fn ipv6_goes_through_both_proxies() {
+    if !can_run_as_root("ipv6_goes_through_both_proxies") {
+        return;
+    }
+    let pair = PodPair::new("v6mesh").expect("pods");
+    for ns in [&pair.pod, &pair.peer] {
+        ns.ip(&["-6", "route", "add", "default", "dev", "eth0"])
+            .expect("default route");
+    }
+    let manifest = examples_dir().join("reviews.yaml");
+    for (pod, deployment) in [(&pair.pod, "productpage"), (&pair.peer, "reviews")] {
+        let mut args = injected_init_args(&manifest, deployment);
+        args.extend(["--ipv6".to_string(), "true".to_string()]);
+        run_init(pod, &args);
+    }
+    app(&pair.peer, 9080, echo);
+    app(&pair.peer, 7070, echo);
+    let client = r#"listeners:
+  - {name: virtualOutbound, address: "[::]:15001", useOriginalDst: true, defaultCluster: PassthroughCluster}
+  - {name: reviews, address: "[fd96::7]:9080", tcp: {cluster: "outbound|9080||reviews.demo.svc.cluster.local"}}
+clusters:
+  - {name: "outbound|9080||reviews.demo.svc.cluster.local", endpoints: ["[fd77::2]:9080"], connectTimeout: 2s}
+"#;
+    let server = r#"listeners:
+  - name: virtualInbound
+    address: "[::]:15006"
+    direction: inbound
+    useOriginalDst: true
+    chains: [{match: {destinationPort: 9080}, tcp: {cluster: "inbound|9080||"}}]
+    defaultCluster: InboundPassthroughCluster
+clusters:
+  - {name: "inbound|9080||", endpoints: ["[::1]:9080"]}
+"#;
+    let dir = std::env::temp_dir().join(format!("skiff-mesh-{}-v6", std::process::id()));
+    let _client = start_proxy(
+        &pair.pod,
+        &write_config(&dir, "client.yaml", client),
+        "productpage",
+    );
+    let _server = start_proxy(
+        &pair.peer,
+        &write_config(&dir, "server.yaml", server),
+        "reviews",
+    );
+    let mesh = Mesh {
+        pair,
+        dir,
+        client_proxy: None,
+        server_proxy: None,
+    };
+    assert_eq!(
+        call(&mesh, "[fd96::7]:9080", b"v6", 10).unwrap(),
+        b"reviews:v6"
+    );
+    // An address the config does not know: passthrough, and inbound passthrough from ::6.
+    assert_eq!(
+        call(&mesh, "[fd77::2]:7070", b"pt", 10).unwrap(),
+        b"reviews:pt"
+    );
 }

@@ -268,9 +268,11 @@ pub struct Cluster {
     pub lb_policy: LbPolicy,
     #[serde(with = "duration_ms")]
     pub connect_timeout: Duration,
-    /// Source address for upstream connections (127.0.0.6 for inbound passthrough, so
-    /// skiff-init's rules do not capture them again).
-    pub upstream_bind: Option<IpAddr>,
+    /// Source addresses for upstream connections, at most one per family: a connection
+    /// uses the one of its destination's family, or lets the kernel choose when there is
+    /// none. Inbound passthrough binds 127.0.0.6 and ::6, so skiff-init's rules do not
+    /// capture its connections again.
+    pub upstream_bind: Vec<IpAddr>,
     pub endpoints: Vec<Endpoint>,
     /// Round-robin position; shared by the connections of this snapshot.
     #[serde(skip)]
@@ -284,7 +286,7 @@ impl Cluster {
             discovery,
             lb_policy: LbPolicy::LeastRequest,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            upstream_bind: None,
+            upstream_bind: Vec::new(),
             endpoints,
             next: AtomicUsize::new(0),
         }

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::{File, Metadata};
 use std::io::{self, Read as _};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -41,10 +41,10 @@ mod tests;
 const OUTBOUND_CAPTURE_PORT: u16 = 15001;
 /// skiff-init redirects inbound connections here.
 const INBOUND_CAPTURE_PORT: u16 = 15006;
-/// The source address of inbound passthrough connections, which skiff-init's rules leave
-/// alone. For IPv6 it is `::6`, which [`crate::snapshot::Cluster::upstream_bind`] cannot
-/// hold alongside this one yet.
+/// The source addresses of inbound passthrough connections, which skiff-init's rules leave
+/// alone (`-o lo -s 127.0.0.6/32 -j RETURN`, and `::6/128` for IPv6).
 const INBOUND_PASSTHROUGH_BIND_V4: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+const INBOUND_PASSTHROUGH_BIND_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
 /// A bound on what is read, so that a wrong path (a device, a huge log) cannot exhaust
 /// memory; a sidecar's static config is a few KiB.
 const MAX_FILE_BYTES: u64 = 16 << 20;

@@ -2,7 +2,7 @@
 //! unreachable) and copying bytes both ways with half-close and an idle timeout.
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -77,7 +77,7 @@ pub async fn connect(
     match cluster.discovery {
         Discovery::BlackHole => Err(ConnectError::BlackHole(cluster.name.clone())),
         Discovery::OriginalDst => {
-            let stream = dial(original, cluster.upstream_bind, deadline).await?;
+            let stream = dial(original, &cluster.upstream_bind, deadline).await?;
             Ok(Upstream {
                 stream,
                 addr: original,
@@ -97,7 +97,7 @@ pub async fn connect(
                     cluster: cluster.clone(),
                     index,
                 };
-                match dial(endpoint.address, cluster.upstream_bind, deadline).await {
+                match dial(endpoint.address, &cluster.upstream_bind, deadline).await {
                     Ok(stream) => {
                         return Ok(Upstream {
                             stream,
@@ -124,7 +124,7 @@ pub async fn connect(
 /// counterpart ::6 for IPv6 destinations).
 async fn dial(
     addr: SocketAddr,
-    bind: Option<IpAddr>,
+    bind: &[IpAddr],
     deadline: Instant,
 ) -> Result<TcpStream, ConnectError> {
     let failed = |source| ConnectError::Failed { addr, source };
@@ -134,12 +134,8 @@ async fn dial(
         TcpSocket::new_v6()
     }
     .map_err(failed)?;
-    if let Some(ip) = bind {
-        let ip = match (ip, addr) {
-            (IpAddr::V4(_), SocketAddr::V6(_)) => IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6)),
-            _ => ip,
-        };
-        socket.bind(SocketAddr::new(ip, 0)).map_err(failed)?;
+    if let Some(ip) = bind.iter().find(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        socket.bind(SocketAddr::new(*ip, 0)).map_err(failed)?;
     }
     let left = deadline.saturating_duration_since(Instant::now());
     let stream = tokio::time::timeout(left, socket.connect(addr))

@@ -136,7 +136,7 @@ async fn connect_failures_have_reasons() {
 async fn original_dst_clusters_dial_the_original_destination() {
     let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut c = Cluster::new("PassthroughCluster", Discovery::OriginalDst, vec![]);
-    c.upstream_bind = Some("127.0.0.6".parse().unwrap());
+    c.upstream_bind = vec!["127.0.0.6".parse().unwrap(), "::6".parse().unwrap()];
     let upstream = connect(&Arc::new(c), live.local_addr().unwrap())
         .await
         .unwrap();

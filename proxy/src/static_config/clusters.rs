@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::INBOUND_PASSTHROUGH_BIND_V4;
 use super::build::{Invalid, invalid};
 use super::de::Name;
 use super::model::{ClusterSpec, KindSpec, WeightedSpec};
+use super::{INBOUND_PASSTHROUGH_BIND_V4, INBOUND_PASSTHROUGH_BIND_V6};
 use crate::snapshot::{
     BLACKHOLE_CLUSTER, Cluster, ClusterChoice, DEFAULT_CONNECT_TIMEOUT, Discovery, Endpoint,
     INBOUND_PASSTHROUGH_CLUSTER, LbPolicy, PASSTHROUGH_CLUSTER,
@@ -22,7 +22,10 @@ pub(super) fn builtin_clusters() -> HashMap<String, Arc<Cluster>> {
         Discovery::OriginalDst,
         Vec::new(),
     );
-    inbound.upstream_bind = Some(IpAddr::V4(INBOUND_PASSTHROUGH_BIND_V4));
+    inbound.upstream_bind = vec![
+        IpAddr::V4(INBOUND_PASSTHROUGH_BIND_V4),
+        IpAddr::V6(INBOUND_PASSTHROUGH_BIND_V6),
+    ];
     [
         Cluster::new(PASSTHROUGH_CLUSTER, Discovery::OriginalDst, Vec::new()),
         inbound,
@@ -125,7 +128,7 @@ fn cluster(spec: ClusterSpec, at: &str) -> Result<Cluster, Invalid> {
     cluster.connect_timeout = spec
         .connect_timeout
         .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
-    cluster.upstream_bind = spec.upstream_bind.map(|b| b.0);
+    cluster.upstream_bind = spec.upstream_bind.map(|b| b.0).into_iter().collect();
     Ok(cluster)
 }
 

@@ -262,7 +262,7 @@ fn the_reference_parses_with_every_field() {
     assert_eq!(dns_cluster.connect_timeout, Duration::from_secs(10));
     assert_eq!(
         dns_cluster.upstream_bind,
-        Some("10.244.0.9".parse::<IpAddr>().expect("ip"))
+        vec!["10.244.0.9".parse::<IpAddr>().expect("ip")]
     );
     assert_eq!(
         cluster(s, "inbound|3306||").connect_timeout,
@@ -276,10 +276,16 @@ fn built_in_clusters_exist_unless_redefined() {
     assert_eq!(s.clusters.len(), 3);
     let pass = cluster(&s, PASSTHROUGH_CLUSTER);
     assert_eq!(pass.discovery, Discovery::OriginalDst);
-    assert_eq!(pass.upstream_bind, None);
+    assert!(pass.upstream_bind.is_empty());
     let inbound = cluster(&s, INBOUND_PASSTHROUGH_CLUSTER);
     assert_eq!(inbound.discovery, Discovery::OriginalDst);
-    assert_eq!(inbound.upstream_bind, Some(IpAddr::from([127, 0, 0, 6])));
+    assert_eq!(
+        inbound.upstream_bind,
+        vec![
+            IpAddr::from([127, 0, 0, 6]),
+            "::6".parse::<IpAddr>().expect("ip")
+        ]
+    );
     assert_eq!(
         cluster(&s, BLACKHOLE_CLUSTER).discovery,
         Discovery::BlackHole
@@ -382,7 +388,10 @@ fn cluster_fields() {
         assert_eq!(c.connect_timeout, case.timeout, "{}", case.yaml);
         assert_eq!(
             c.upstream_bind,
-            case.bind.map(|b| b.parse::<IpAddr>().expect("ip")),
+            case.bind
+                .map(|b| b.parse::<IpAddr>().expect("ip"))
+                .into_iter()
+                .collect::<Vec<_>>(),
             "{}",
             case.yaml
         );

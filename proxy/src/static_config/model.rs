@@ -79,19 +79,13 @@ pub(super) struct ChainSpec {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct MatchSpec {
-    #[serde(default)]
     pub destination_port: Option<Port>,
-    #[serde(default)]
     pub prefix_ranges: Vec<CidrText>,
-    #[serde(default)]
     pub source_prefix_ranges: Vec<CidrText>,
-    #[serde(default)]
     pub transport_protocol: Option<TransportSpec>,
-    #[serde(default)]
     pub application_protocols: Vec<Name>,
-    #[serde(default)]
     pub server_names: Vec<Name>,
 }
 
@@ -218,21 +212,14 @@ pub(super) struct RouteSpec {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RouteMatchSpec {
-    #[serde(default)]
     pub prefix: Option<Prefix>,
-    #[serde(default)]
     pub path: Option<Prefix>,
-    #[serde(default)]
     pub regex: Option<String>,
-    #[serde(default)]
     pub path_separated_prefix: Option<Prefix>,
-    #[serde(default)]
     pub case_sensitive: Option<bool>,
-    #[serde(default)]
     pub headers: Vec<ValueMatchSpec>,
-    #[serde(default)]
     pub query_parameters: Vec<ValueMatchSpec>,
 }
 

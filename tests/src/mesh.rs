@@ -169,3 +169,54 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write config");
     path
 }
+
+/// A service the client pod's proxy knows: its VIP, the `outbound|port||<name>.demo...`
+/// cluster, and the pod endpoint behind it.
+pub struct Service<'a> {
+    pub name: &'a str,
+    pub vip: &'a str,
+    pub port: u16,
+    pub endpoint: &'a str,
+}
+
+/// The static config of a client pod's proxy, shaped like istiod's: a virtual outbound
+/// listener with passthrough, one hand-off listener per service, a virtual inbound listener.
+pub fn client_config(services: &[Service<'_>]) -> String {
+    let mut listeners = String::from(
+        "listeners:\n  - {name: virtualOutbound, address: \"0.0.0.0:15001\", useOriginalDst: true, defaultCluster: PassthroughCluster}\n",
+    );
+    let mut clusters = String::from("clusters:\n");
+    for s in services {
+        let cluster = format!("outbound|{}||{}.demo.svc.cluster.local", s.port, s.name);
+        listeners.push_str(&format!(
+            "  - {{name: {}, address: \"{}:{}\", tcp: {{cluster: \"{cluster}\"}}}}\n",
+            s.name, s.vip, s.port
+        ));
+        clusters.push_str(&format!(
+            "  - {{name: \"{cluster}\", endpoints: [\"{}:{}\"], connectTimeout: 2s}}\n",
+            s.endpoint, s.port
+        ));
+    }
+    listeners.push_str("  - {name: virtualInbound, address: \"0.0.0.0:15006\", direction: inbound, useOriginalDst: true, defaultCluster: InboundPassthroughCluster}\n");
+    listeners + &clusters
+}
+
+/// The static config of a server pod's proxy: inbound `ports` go to the app on localhost,
+/// anything else passes through.
+pub fn server_config(ports: &[u16]) -> String {
+    let mut text = String::from(
+        "listeners:\n  - {name: virtualOutbound, address: \"0.0.0.0:15001\", useOriginalDst: true, defaultCluster: PassthroughCluster}\n  - name: virtualInbound\n    address: \"0.0.0.0:15006\"\n    direction: inbound\n    useOriginalDst: true\n    chains:\n",
+    );
+    for port in ports {
+        text.push_str(&format!(
+            "      - {{match: {{destinationPort: {port}}}, tcp: {{cluster: \"inbound|{port}||\"}}}}\n"
+        ));
+    }
+    text.push_str("    defaultCluster: InboundPassthroughCluster\nclusters:\n");
+    for port in ports {
+        text.push_str(&format!(
+            "  - {{name: \"inbound|{port}||\", endpoints: [\"127.0.0.1:{port}\"]}}\n"
+        ));
+    }
+    text
+}

@@ -9,47 +9,31 @@ use std::time::Duration;
 
 use skiff_tests::can_run_as_root;
 use skiff_tests::mesh::{
-    Process, examples_dir, injected_init_args, run_init, spawn_proxy, start_proxy, write_config,
+    self, Process, Service, examples_dir, injected_init_args, run_init, spawn_proxy, start_proxy,
+    write_config,
 };
 use skiff_tests::netns::{Netns, PodPair};
 
 const VIP: &str = "10.96.0.7";
 const GREETER_VIP: &str = "10.96.0.8";
 
-/// Pod A's proxy (productpage): the reviews service VIP maps to pod B.
+/// Pod A's proxy (productpage): the reviews and greeter VIPs map to pod B.
 fn client_config() -> String {
-    format!(
-        r#"listeners:
-  - {{name: virtualOutbound, address: "0.0.0.0:15001", useOriginalDst: true, defaultCluster: PassthroughCluster}}
-  - name: reviews
-    address: "{VIP}:9080"
-    tcp: {{cluster: "outbound|9080||reviews.demo.svc.cluster.local"}}
-  - name: greeter
-    address: "{GREETER_VIP}:9081"
-    tcp: {{cluster: "outbound|9081||greeter.demo.svc.cluster.local"}}
-  - {{name: virtualInbound, address: "0.0.0.0:15006", direction: inbound, useOriginalDst: true, defaultCluster: InboundPassthroughCluster}}
-clusters:
-  - {{name: "outbound|9080||reviews.demo.svc.cluster.local", endpoints: ["10.77.0.2:9080"], connectTimeout: 2s}}
-  - {{name: "outbound|9081||greeter.demo.svc.cluster.local", endpoints: ["10.77.0.2:9081"], connectTimeout: 2s}}
-"#
-    )
+    mesh::client_config(&[
+        Service {
+            name: "reviews",
+            vip: VIP,
+            port: 9080,
+            endpoint: "10.77.0.2",
+        },
+        Service {
+            name: "greeter",
+            vip: GREETER_VIP,
+            port: 9081,
+            endpoint: "10.77.0.2",
+        },
+    ])
 }
-
-/// Pod B's proxy (reviews): inbound 9080 and 9081 to the local apps.
-const SERVER_CONFIG: &str = r#"listeners:
-  - {name: virtualOutbound, address: "0.0.0.0:15001", useOriginalDst: true, defaultCluster: PassthroughCluster}
-  - name: virtualInbound
-    address: "0.0.0.0:15006"
-    direction: inbound
-    useOriginalDst: true
-    chains:
-      - {match: {destinationPort: 9080}, tcp: {cluster: "inbound|9080||"}}
-      - {match: {destinationPort: 9081}, tcp: {cluster: "inbound|9081||"}}
-    defaultCluster: InboundPassthroughCluster
-clusters:
-  - {name: "inbound|9080||", endpoints: ["127.0.0.1:9080"]}
-  - {name: "inbound|9081||", endpoints: ["127.0.0.1:9081"]}
-"#;
 
 struct Mesh {
     pair: PodPair,
@@ -119,7 +103,7 @@ fn mesh(tag: &str) -> Mesh {
     app(&pair.peer, 7070, echo);
     let dir = std::env::temp_dir().join(format!("skiff-mesh-{}-{tag}", std::process::id()));
     let client_cfg = write_config(&dir, "client.yaml", &client_config());
-    let server_cfg = write_config(&dir, "server.yaml", SERVER_CONFIG);
+    let server_cfg = write_config(&dir, "server.yaml", &mesh::server_config(&[9080, 9081]));
     let client_proxy = Some(start_proxy(&pair.pod, &client_cfg, "productpage"));
     let server_proxy = Some(start_proxy(&pair.peer, &server_cfg, "reviews"));
     Mesh {

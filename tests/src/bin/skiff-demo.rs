@@ -10,31 +10,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use skiff_tests::mesh::{examples_dir, injected_init_args, run_init, start_proxy, write_config};
+use skiff_tests::mesh::{
+    Service, client_config, examples_dir, injected_init_args, run_init, server_config, start_proxy,
+    write_config,
+};
 use skiff_tests::netns::PodPair;
-
-const CLIENT_CONFIG: &str = r#"listeners:
-  - {name: virtualOutbound, address: "0.0.0.0:15001", useOriginalDst: true, defaultCluster: PassthroughCluster}
-  - name: reviews
-    address: "10.96.0.7:9080"
-    tcp: {cluster: "outbound|9080||reviews.demo.svc.cluster.local"}
-  - {name: virtualInbound, address: "0.0.0.0:15006", direction: inbound, useOriginalDst: true, defaultCluster: InboundPassthroughCluster}
-clusters:
-  - {name: "outbound|9080||reviews.demo.svc.cluster.local", endpoints: ["10.77.0.2:9080"], connectTimeout: 2s}
-"#;
-
-const SERVER_CONFIG: &str = r#"listeners:
-  - {name: virtualOutbound, address: "0.0.0.0:15001", useOriginalDst: true, defaultCluster: PassthroughCluster}
-  - name: virtualInbound
-    address: "0.0.0.0:15006"
-    direction: inbound
-    useOriginalDst: true
-    chains:
-      - {match: {destinationPort: 9080}, tcp: {cluster: "inbound|9080||"}}
-    defaultCluster: InboundPassthroughCluster
-clusters:
-  - {name: "inbound|9080||", endpoints: ["127.0.0.1:9080"]}
-"#;
 
 fn main() {
     let requests: usize = std::env::args()
@@ -86,12 +66,21 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("skiff-demo-{}", std::process::id()));
     let client = start_proxy(
         &pods.pod,
-        &write_config(&dir, "client.yaml", CLIENT_CONFIG),
+        &write_config(
+            &dir,
+            "client.yaml",
+            &client_config(&[Service {
+                name: "reviews",
+                vip: "10.96.0.7",
+                port: 9080,
+                endpoint: "10.77.0.2",
+            }]),
+        ),
         "productpage",
     );
     let server = start_proxy(
         &pods.peer,
-        &write_config(&dir, "server.yaml", SERVER_CONFIG),
+        &write_config(&dir, "server.yaml", &server_config(&[9080])),
         "reviews",
     );
     println!("== skiff-proxy ready in both pods (uid 1337)");

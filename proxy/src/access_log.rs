@@ -52,7 +52,8 @@ pub const TEXT_FORMAT: &str = concat!(
 );
 
 /// How lines are encoded, Istio's `meshConfig.accessLogEncoding`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Format {
     /// [`TEXT_FORMAT`].
     Text,

@@ -12,9 +12,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
 use crate::detect::{self, Protocol, Sniff};
+use crate::http::pool::Pools;
+use crate::http::record::{AccessLogs, Sink};
+use crate::http::{forward, server};
+use crate::metrics::RequestOutcome;
 use crate::snapshot::{
-    ClusterChoice, ConnectionFacts, Direction, FilterChain, Handler, Listener, RouteSource,
-    Snapshot, Transport,
+    ConnectionFacts, Direction, FilterChain, Handler, Listener, RouteSource, Snapshot, Transport,
 };
 use crate::tcp::{self, End};
 
@@ -41,6 +44,9 @@ pub trait Telemetry: Send + Sync {
     fn connection(&self, info: &ConnectionInfo) -> Box<dyn ConnectionStats>;
     /// A connection was closed without being forwarded (or its upstream failed).
     fn error(&self, reason: &'static str);
+    /// An HTTP request ended (answered, failed or abandoned). `cluster` is empty when no
+    /// cluster was chosen (no route).
+    fn request(&self, direction: Direction, cluster: &str, outcome: RequestOutcome);
 }
 
 pub trait ConnectionStats: Send + Sync {
@@ -107,9 +113,29 @@ pub struct Proxy {
     pub original_dst: Box<dyn OriginalDst>,
     pub telemetry: Arc<dyn Telemetry>,
     pub tracker: Arc<Tracker>,
+    /// Upstream HTTP connections, kept across configuration changes.
+    pub pools: Arc<Pools>,
+    pub access_logs: Arc<AccessLogs>,
 }
 
 impl Proxy {
+    /// A data path with its own connection tracker and upstream pools, and no access log
+    /// (set `access_logs` to enable one).
+    pub fn new(
+        snapshot: impl Fn() -> Arc<Snapshot> + Send + Sync + 'static,
+        original_dst: impl OriginalDst + 'static,
+        telemetry: Arc<dyn Telemetry>,
+    ) -> Proxy {
+        Proxy {
+            snapshot: Box::new(snapshot),
+            original_dst: Box::new(original_dst),
+            telemetry,
+            tracker: Arc::new(Tracker::default()),
+            pools: Pools::new(),
+            access_logs: Arc::new(AccessLogs::new(|_| None)),
+        }
+    }
+
     /// Accepts on `listener` (the socket of the bound listener on `port`) until `stop`
     /// turns true; connections already accepted carry on.
     pub async fn serve(
@@ -127,8 +153,9 @@ impl Proxy {
                 Ok((stream, peer)) => {
                     let guard = self.tracker.enter();
                     let proxy = self.clone();
+                    let stop = stop.clone();
                     tokio::spawn(async move {
-                        proxy.handle(stream, peer, port).await;
+                        proxy.handle(stream, peer, port, stop).await;
                         drop(guard);
                     });
                 }
@@ -142,7 +169,13 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, mut stream: TcpStream, peer: SocketAddr, port: u16) {
+    async fn handle(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        port: u16,
+        stop: watch::Receiver<bool>,
+    ) {
         let _ = stream.set_nodelay(true);
         let snapshot = (self.snapshot)();
         let Some(bound) = snapshot.bound_listener(port) else {
@@ -221,14 +254,45 @@ impl Proxy {
                 &format!("no filter chain of {} matches {original}", target.name),
             );
         };
-        let Some(cluster_name) = cluster_of(&chain.handler, &snapshot) else {
+        let tcp_proxy = match &chain.handler {
+            Handler::Tcp(tcp) => tcp,
+            Handler::Http(http) => {
+                let table = match &http.route_config {
+                    RouteSource::Inline(table) => Some(table.clone()),
+                    RouteSource::Rds(name) => snapshot.routes.get(name).cloned(),
+                };
+                let sink = Arc::new(Sink {
+                    telemetry: self.telemetry.clone(),
+                    access_log: snapshot.access_log.and_then(|f| self.access_logs.get(f)),
+                });
+                let conn = Arc::new(forward::Conn {
+                    pools: self.pools.clone(),
+                    sink,
+                    snapshot: snapshot.clone(),
+                    table,
+                    direction: target.direction,
+                    edge: http.use_remote_address,
+                    stream_idle: Some(http.stream_idle_timeout).filter(|d| !d.is_zero()),
+                    peer,
+                    original_dst: original,
+                });
+                let version = match protocol {
+                    Protocol::Http1 => server::Version::Http1,
+                    Protocol::H2c => server::Version::H2c,
+                    _ => server::Version::Unknown,
+                };
+                return server::serve(conn, stream, first, version, stop).await;
+            }
+        };
+        let pick = crate::route::pick_cluster(&tcp_proxy.cluster, crate::balance::random_u64());
+        let Some(cluster_name) = pick else {
             return self.refuse(
                 "no_route",
                 peer,
                 &format!("chain {} names no cluster", chain.name),
             );
         };
-        let Some(cluster) = snapshot.cluster(&cluster_name) else {
+        let Some(cluster) = snapshot.cluster(cluster_name) else {
             return self.refuse(
                 "no_cluster",
                 peer,
@@ -248,14 +312,16 @@ impl Proxy {
             upstream: upstream.addr,
         };
         let stats = self.telemetry.connection(&info);
-        let idle = match &chain.handler {
-            Handler::Tcp(t) => t.idle_timeout,
-            Handler::Http(_) => crate::snapshot::DEFAULT_TCP_IDLE_TIMEOUT,
-        };
-        let transfer = tcp::forward(stream, upstream.stream, &first, idle, |dir, n| match dir {
-            tcp::Direction::Upstream => stats.to_upstream(n),
-            tcp::Direction::Downstream => stats.to_downstream(n),
-        })
+        let transfer = tcp::forward(
+            stream,
+            upstream.stream,
+            &first,
+            tcp_proxy.idle_timeout,
+            |dir, n| match dir {
+                tcp::Direction::Upstream => stats.to_upstream(n),
+                tcp::Direction::Downstream => stats.to_downstream(n),
+            },
+        )
         .await;
         stats.closed(transfer.end);
         match transfer.end {
@@ -340,29 +406,6 @@ pub fn choose_chain<'a>(
         .rev()
         .max_by_key(|c| score(c));
     best.or(listener.default_chain.as_ref())
-}
-
-/// The cluster a handler sends this connection to. HTTP is proxied as a stream for now:
-/// the first route of the first virtual host that matches any domain decides.
-fn cluster_of(handler: &Handler, snapshot: &Snapshot) -> Option<String> {
-    let pick = |choice: &ClusterChoice| {
-        crate::route::pick_cluster(choice, crate::balance::random_u64()).map(str::to_owned)
-    };
-    match handler {
-        Handler::Tcp(tcp) => pick(&tcp.cluster),
-        Handler::Http(http) => {
-            let table = match &http.route_config {
-                RouteSource::Inline(table) => table.clone(),
-                RouteSource::Rds(name) => snapshot.routes.get(name)?.clone(),
-            };
-            let route = table
-                .virtual_hosts
-                .iter()
-                .flat_map(|v| v.routes.first())
-                .next()?;
-            pick(route.cluster()?)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::*;
 use crate::snapshot::{
-    BLACKHOLE_CLUSTER, ChainMatch, Cluster, Detection, Discovery, Endpoint, FilterChain,
-    PASSTHROUGH_CLUSTER, TcpProxy,
+    BLACKHOLE_CLUSTER, ChainMatch, Cluster, ClusterChoice, Detection, Discovery, Endpoint,
+    FilterChain, PASSTHROUGH_CLUSTER, TcpProxy,
 };
 
 /// Original destinations by client port, as the kernel would report them.
@@ -47,6 +47,7 @@ impl super::Telemetry for Telemetry {
         self.0.errors.lock().unwrap().push(reason);
         self.0.closed_signal.notify_waiters();
     }
+    fn request(&self, _: Direction, _: &str, _: RequestOutcome) {}
 }
 
 fn tcp_chain(name: &str, cluster: &str, matcher: ChainMatch) -> FilterChain {
@@ -127,6 +128,8 @@ async fn harness(service_endpoint: SocketAddr, catch_all: &str) -> Harness {
         original_dst: Box::new(SharedOrigins(origins.clone())),
         telemetry: Arc::new(Telemetry(recorder.clone())),
         tracker: Arc::new(Tracker::default()),
+        pools: Pools::new(),
+        access_logs: Arc::new(AccessLogs::new(|_| None)),
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(proxy.serve(socket, port, stopped));

@@ -93,6 +93,9 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// Used by routes that set none (Envoy: a route's policy replaces the host's whole).
     pub retry_policy: Option<RetryPolicy>,
+    /// Envoy's `include_request_attempt_count`: send `x-envoy-attempt-count` upstream
+    /// (istiod sets it on every virtual host).
+    pub include_request_attempt_count: bool,
     #[serde(flatten)]
     pub headers: HeaderMutations,
 }

@@ -12,11 +12,16 @@ use tokio::sync::watch;
 use crate::admin::{self, Admin, LogControl, ProcessControl};
 use crate::agent::{self, Agent, AgentConfig};
 use crate::config_store::ConfigStore;
+use crate::cow_map::CowMap;
 use crate::health::{self, Readiness};
+use crate::http::pool::Pools;
+use crate::http::record::AccessLogs;
 use crate::listener::{
     ConnectionInfo, ConnectionStats, KernelOriginalDst, Proxy, Telemetry, Tracker,
 };
-use crate::metrics::{ConnectionMetrics, ProxyMetrics, TcpLabels, Workload};
+use crate::metrics::{
+    ConnectionMetrics, ProxyMetrics, RequestMetricsFamily, RequestOutcome, TcpLabels, Workload,
+};
 use crate::snapshot::Direction;
 use crate::tcp::End;
 
@@ -80,18 +85,38 @@ pub enum RunError {
     Agent(#[from] agent::AgentConfigError),
 }
 
-/// Reports connections to the Prometheus metrics, labelled as Istio labels them.
+/// Reports connections and requests to the Prometheus metrics, labelled as Istio labels
+/// them.
 struct MetricsTelemetry {
     metrics: Arc<ProxyMetrics>,
     workload: Workload,
+    /// The request metrics handle of each cluster, by direction, so that a request's label
+    /// set is built once per cluster rather than per request.
+    outbound: CowMap<RequestMetricsFamily>,
+    inbound: CowMap<RequestMetricsFamily>,
+}
+
+impl MetricsTelemetry {
+    fn new(metrics: Arc<ProxyMetrics>, workload: Workload) -> MetricsTelemetry {
+        MetricsTelemetry {
+            metrics,
+            workload,
+            outbound: CowMap::default(),
+            inbound: CowMap::default(),
+        }
+    }
+
+    fn labels(&self, direction: Direction, cluster: &str) -> TcpLabels {
+        match direction {
+            Direction::Outbound => TcpLabels::outbound(&self.workload, cluster),
+            Direction::Inbound => TcpLabels::inbound(&self.workload, cluster),
+        }
+    }
 }
 
 impl Telemetry for MetricsTelemetry {
     fn connection(&self, info: &ConnectionInfo) -> Box<dyn ConnectionStats> {
-        let labels = match info.direction {
-            Direction::Outbound => TcpLabels::outbound(&self.workload, &info.cluster),
-            Direction::Inbound => TcpLabels::inbound(&self.workload, &info.cluster),
-        };
+        let labels = self.labels(info.direction, &info.cluster);
         let connection = self.metrics.connection(&labels);
         connection.opened();
         Box::new(connection)
@@ -99,6 +124,18 @@ impl Telemetry for MetricsTelemetry {
 
     fn error(&self, reason: &'static str) {
         self.metrics.error(reason);
+    }
+
+    fn request(&self, direction: Direction, cluster: &str, outcome: RequestOutcome) {
+        let families = match direction {
+            Direction::Outbound => &self.outbound,
+            Direction::Inbound => &self.inbound,
+        };
+        families
+            .get_or_insert_with(cluster, || {
+                self.metrics.requests(self.labels(direction, cluster))
+            })
+            .record(outcome);
     }
 }
 
@@ -173,11 +210,13 @@ pub async fn run(options: Options) -> Result<Exit, RunError> {
     let proxy = Arc::new(Proxy {
         snapshot: Box::new(move || snapshots.current()),
         original_dst: Box::new(KernelOriginalDst),
-        telemetry: Arc::new(MetricsTelemetry {
-            metrics: metrics.clone(),
-            workload: options.workload.clone(),
-        }),
+        telemetry: Arc::new(MetricsTelemetry::new(
+            metrics.clone(),
+            options.workload.clone(),
+        )),
         tracker: tracker.clone(),
+        pools: Pools::new(),
+        access_logs: Arc::new(AccessLogs::stdout(metrics.access_log_dropped())),
     });
     for port in [ports.outbound, ports.inbound] {
         for socket in bind_both(port).await? {

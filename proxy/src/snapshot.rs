@@ -22,6 +22,14 @@ pub use crate::route::{Route, RouteTable, VirtualHost};
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Envoy's default tcp_proxy idle timeout.
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long an upstream HTTP connection may sit unused in the pool: below the 5 s keep-alive
+/// of Node.js, Apache and uvicorn, so the proxy closes an idle connection before the server
+/// does and never sends a request into one the server is closing (the 503 `UC` races of
+/// istio#45802 and #55138).
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Envoy's HTTP connection manager default: a stream with no activity in either direction
+/// for this long is ended (408 before the response starts, a reset after).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long protocol detection waits for the client's first bytes before treating the
 /// connection as opaque TCP (so server-first protocols work).
 pub const DEFAULT_DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
@@ -42,6 +50,9 @@ pub struct Snapshot {
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// Route tables by name (RDS names such as "9080"), used by HTTP handlers.
     pub routes: HashMap<String, Arc<RouteTable>>,
+    /// One line per HTTP request when set (Istio's `meshConfig.accessLogEncoding`); off by
+    /// default, as in Istio.
+    pub access_log: Option<crate::access_log::Format>,
 }
 
 impl Snapshot {
@@ -205,8 +216,7 @@ impl ChainMatch {
 pub enum Handler {
     /// `tcp_proxy`: bytes in both directions to one cluster (or a weighted pick).
     Tcp(TcpProxy),
-    /// `http_connection_manager`: for now proxied as a byte stream to the route table's
-    /// cluster for the connection; L7 routing reads the same route table later.
+    /// `http_connection_manager`: requests routed one by one through a route table.
     Http(HttpManager),
 }
 
@@ -231,6 +241,27 @@ pub struct HttpManager {
     pub stat_prefix: String,
     /// The RDS name, resolved in [`Snapshot::routes`], or an inline table.
     pub route_config: RouteSource,
+    /// Envoy's `use_remote_address`: true when this proxy is the edge that knows the real
+    /// client, so it appends the peer's address to `x-forwarded-for` and sets
+    /// `x-forwarded-proto`; false trusts what the client sent (Envoy's and istiod's default
+    /// for sidecars).
+    pub use_remote_address: bool,
+    /// A request or response with no bytes moving either way for this long is ended.
+    /// `Duration::ZERO` means no stream idle timeout at all (Envoy's and the static
+    /// config's `0s`), not an immediate one.
+    #[serde(with = "duration_ms")]
+    pub stream_idle_timeout: Duration,
+}
+
+impl HttpManager {
+    pub fn new(stat_prefix: impl Into<String>, route_config: RouteSource) -> HttpManager {
+        HttpManager {
+            stat_prefix: stat_prefix.into(),
+            route_config,
+            use_remote_address: false,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -261,6 +292,45 @@ pub enum Discovery {
     BlackHole,
 }
 
+/// The HTTP version of requests sent to a cluster's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UpstreamProtocol {
+    /// The client's own version (Envoy's `use_downstream_protocol_config`, what istiod
+    /// sends for auto-detected ports).
+    #[default]
+    Downstream,
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c) on plain connections.
+    Http2,
+}
+
+/// Envoy's retry budget: retries in flight may be at most `budget_percent` of the requests
+/// in flight to the cluster, but always at least `min_retry_concurrency`, so that retries
+/// cannot multiply the load on a cluster that is already failing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RetryBudget {
+    pub budget_percent: f64,
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for RetryBudget {
+    /// Envoy's defaults when a budget is configured without values.
+    fn default() -> Self {
+        RetryBudget {
+            budget_percent: 20.0,
+            min_retry_concurrency: 3,
+        }
+    }
+}
+
+/// Requests and retries in flight to one cluster, for the retry budget.
+#[derive(Debug, Default)]
+pub struct ClusterLoad {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Cluster {
     pub name: String,
@@ -274,9 +344,17 @@ pub struct Cluster {
     /// capture its connections again.
     pub upstream_bind: Vec<IpAddr>,
     pub endpoints: Vec<Endpoint>,
+    /// The HTTP version spoken to the endpoints (HTTP chains only).
+    pub protocol: UpstreamProtocol,
+    /// Pooled HTTP connections unused for this long are closed.
+    #[serde(with = "duration_ms")]
+    pub http_idle_timeout: Duration,
+    pub retry_budget: RetryBudget,
     /// Round-robin position; shared by the connections of this snapshot.
     #[serde(skip)]
     pub next: AtomicUsize,
+    #[serde(skip)]
+    pub load: ClusterLoad,
 }
 
 impl Cluster {
@@ -288,7 +366,11 @@ impl Cluster {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             upstream_bind: Vec::new(),
             endpoints,
+            protocol: UpstreamProtocol::Downstream,
+            http_idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
+            retry_budget: RetryBudget::default(),
             next: AtomicUsize::new(0),
+            load: ClusterLoad::default(),
         }
     }
 }

@@ -33,6 +33,8 @@ mod de;
 #[cfg(test)]
 mod http_tests;
 mod model;
+#[cfg(test)]
+mod readme_tests;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -267,6 +269,10 @@ const REFERENCE: &str = r#"# Skiff static configuration: every key, with its def
 # Addresses are IP:port; quote IPv6 ones with brackets ("[::]:15001"). Host names are not
 # resolved. Quote names that contain '|' or start with '*'.
 
+accessLog:                             # default: none. One line per HTTP request, on stdout
+  encoding: TEXT                       # default TEXT (Istio's default format), or JSON; any
+                                       # case
+
 listeners:
   # A capture listener: owns the socket skiff-init redirects outbound connections to.
   - name: virtualOutbound              # required, unique
@@ -318,12 +324,21 @@ listeners:
           applicationProtocols: [http/1.1, h2c]  # the detected HTTP version, or TLS ALPN
         http:                          # exactly one of tcp and http
           statPrefix: outbound_9080    # default: the listener's name
+          useRemoteAddress: false      # default false: trust the client's x-forwarded-for.
+                                       # true at the edge: append the peer's address to it
+                                       # and set x-forwarded-proto
+          streamIdleTimeout: 5m        # default 5m: end a request with no bytes moving
+                                       # either way for this long (408, or a reset once the
+                                       # response has started); 0s: never
           virtualHosts:                # chosen by the request's authority
             - name: reviews            # default: its first domain
               domains: [reviews, "reviews:9080", reviews.default.svc.cluster.local]
                                        # default ["*"]; one * at the start or the end is a
                                        # wildcard; a domain belongs to one virtual host
               retryPolicy: {retryOn: connect-failure}  # for routes that set none
+              includeRequestAttemptCount: true  # default false: send x-envoy-attempt-count
+                                       # upstream (1, then 2 on the first retry...); not in
+                                       # the routes short form
               routes:                  # tried in order, the first that matches wins: put
                                        # longer prefixes first
                 - name: dev            # default: the path (prefix, path or regex) matched
@@ -418,7 +433,18 @@ clusters:
     connectTimeout: 10s                # default 10s
     upstreamBind: 10.244.0.9           # default none: the source address of upstream
                                        # connections (not for BLACK_HOLE)
-  - {name: "outbound|9080|v1|reviews.default.svc.cluster.local", endpoints: [10.244.1.2:9080]}
+  - name: "outbound|9080|v1|reviews.default.svc.cluster.local"
+    endpoints: [10.244.1.2:9080]
+    protocol: HTTP2                    # default DOWNSTREAM: requests from HTTP chains go to
+                                       # the endpoints in the client's HTTP version; HTTP1;
+                                       # HTTP2 (h2c, prior knowledge). This key and the two
+                                       # below are not for BLACK_HOLE
+    httpIdleTimeout: 4s                # default 4s: close pooled HTTP connections unused this
+                                       # long (under the apps' usual 5s keep-alive)
+    retryBudget:                       # retries in flight may be at most budgetPercent of the
+                                       # requests in flight, but always minRetryConcurrency
+      budgetPercent: 20                # default 20; from 0 to 100, fractions allowed
+      minRetryConcurrency: 3           # default 3
   - {name: "outbound|9080|v2|reviews.default.svc.cluster.local", endpoints: [10.244.1.3:9080]}
   - {name: "outbound|9080|v3|reviews.default.svc.cluster.local", endpoints: [10.244.1.4:9080]}
   - {name: "inbound|9080||", endpoints: [127.0.0.1:9080]}

@@ -122,7 +122,7 @@ pub async fn connect(
 
 /// One TCP connect, from `bind` when given (127.0.0.6 for inbound passthrough; its IPv6
 /// counterpart ::6 for IPv6 destinations).
-async fn dial(
+pub(crate) async fn dial(
     addr: SocketAddr,
     bind: &[IpAddr],
     deadline: Instant,

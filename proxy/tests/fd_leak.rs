@@ -41,6 +41,7 @@ impl Telemetry for Quiet {
         Box::new(NoStats)
     }
     fn error(&self, _: &'static str) {}
+    fn request(&self, _: Direction, _: &str, _: skiff_proxy::metrics::RequestOutcome) {}
 }
 
 fn open_fds() -> usize {
@@ -122,12 +123,9 @@ async fn ten_thousand_connections_leak_no_descriptor() {
             self.0.lookup(stream)
         }
     }
-    let proxy = Arc::new(Proxy {
-        snapshot: Box::new(move || snapshot.clone()),
-        original_dst: Box::new(Shared(lookup)),
-        telemetry: Arc::new(Quiet),
-        tracker: tracker.clone(),
-    });
+    let mut proxy = Proxy::new(move || snapshot.clone(), Shared(lookup), Arc::new(Quiet));
+    proxy.tracker = tracker.clone();
+    let proxy = Arc::new(proxy);
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(proxy.serve(socket, port, stopped));
 

@@ -3,7 +3,8 @@
 //! and the real `skiff-proxy` running in each pod as uid 1337. Shared by the end-to-end
 //! tests and the demo (`skiff-demo`).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -201,15 +202,32 @@ pub fn client_config(services: &[Service<'_>]) -> String {
     listeners + &clusters
 }
 
-/// The static config of a server pod's proxy: inbound `ports` go to the app on localhost,
-/// anything else passes through.
+/// The static config of a server pod's proxy: inbound `ports` go to the app on localhost
+/// as opaque TCP, anything else passes through.
 pub fn server_config(ports: &[u16]) -> String {
+    inbound_config(ports, |port| {
+        format!("tcp: {{cluster: \"inbound|{port}||\"}}")
+    })
+}
+
+/// [`server_config`] with HTTP on `ports`, as istiod configures inbound HTTP: every
+/// request to the app's cluster, without a route timeout.
+pub fn http_server_config(ports: &[u16]) -> String {
+    inbound_config(ports, |port| {
+        format!(
+            "http: {{routes: [{{match: {{prefix: /}}, route: {{cluster: \"inbound|{port}||\", timeout: 0s}}}}]}}"
+        )
+    })
+}
+
+fn inbound_config(ports: &[u16], handler: impl Fn(u16) -> String) -> String {
     let mut text = String::from(
         "listeners:\n  - {name: virtualOutbound, address: \"0.0.0.0:15001\", useOriginalDst: true, defaultCluster: PassthroughCluster}\n  - name: virtualInbound\n    address: \"0.0.0.0:15006\"\n    direction: inbound\n    useOriginalDst: true\n    chains:\n",
     );
     for port in ports {
         text.push_str(&format!(
-            "      - {{match: {{destinationPort: {port}}}, tcp: {{cluster: \"inbound|{port}||\"}}}}\n"
+            "      - {{match: {{destinationPort: {port}}}, {}}}\n",
+            handler(*port)
         ));
     }
     text.push_str("    defaultCluster: InboundPassthroughCluster\nclusters:\n");
@@ -219,4 +237,117 @@ pub fn server_config(ports: &[u16]) -> String {
         ));
     }
     text
+}
+
+/// istiod's name for the cluster of one subset of a demo service.
+pub fn subset_cluster(name: &str, port: u16, subset: &str) -> String {
+    format!("outbound|{port}|{subset}|{name}.demo.svc.cluster.local")
+}
+
+/// The static config of a client pod's proxy for one HTTP service at `vip:port`: its
+/// listener routes requests with `routes` (a YAML list of routes naming clusters), and
+/// `clusters` pairs each cluster name with its endpoint (`IP:port`).
+pub fn http_client_config(
+    vip: &str,
+    port: u16,
+    routes: &str,
+    clusters: &[(String, String)],
+) -> String {
+    let mut text = format!(
+        "listeners:\n  - {{name: virtualOutbound, address: \"0.0.0.0:15001\", useOriginalDst: true, defaultCluster: PassthroughCluster}}\n  - name: http_{port}\n    address: \"{vip}:{port}\"\n    http:\n      routes: {routes}\n  - {{name: virtualInbound, address: \"0.0.0.0:15006\", direction: inbound, useOriginalDst: true, defaultCluster: InboundPassthroughCluster}}\nclusters:\n"
+    );
+    for (name, endpoint) in clusters {
+        text.push_str(&format!(
+            "  - {{name: \"{name}\", endpoints: [\"{endpoint}\"], connectTimeout: 2s}}\n"
+        ));
+    }
+    text
+}
+
+/// Serves `respond` on every connection to `port` in `pod`, in threads, forever (the
+/// namespace's removal ends it).
+pub fn app(pod: &Netns, port: u16, respond: fn(TcpStream)) {
+    // Dual-stack (Linux's default for [::]), so the same app serves IPv4 and IPv6 tests.
+    let listener = pod
+        .run(move || TcpListener::bind(("::", port)))
+        .expect("app listens");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || respond(stream));
+        }
+    });
+}
+
+/// `GET path` on a port of the pod's own proxy (not captured: localhost).
+pub fn get(pod: &Netns, port: u16, path: &'static str) -> (u16, String) {
+    pod.run(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    })
+}
+
+/// The sum of the samples of metric `name` whose line contains `must_contain`.
+pub fn metric(text: &str, name: &str, must_contain: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(must_contain))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// A keep-alive HTTP/1.1 app: reads each request (and its body, counting it) and answers
+/// `name` with the body's size in `x-body-bytes`.
+pub fn serve_http(stream: TcpStream, name: &str) {
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let mut writer = write_half;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut content_length = 0u64;
+        let mut line = String::new();
+        // The request line, then headers up to the blank line.
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let read = std::io::copy(
+            &mut (&mut reader).take(content_length),
+            &mut std::io::sink(),
+        )
+        .unwrap_or(0);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-body-bytes: {read}\r\n\r\n{name}",
+            name.len()
+        );
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
 }

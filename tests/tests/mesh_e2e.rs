@@ -3,14 +3,14 @@
 //! Deployments, each with the real `skiff-proxy` as uid 1337; apps talk through them.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use skiff_tests::can_run_as_root;
 use skiff_tests::mesh::{
-    self, Process, Service, examples_dir, injected_init_args, run_init, spawn_proxy, start_proxy,
-    write_config,
+    self, Process, Service, app, examples_dir, get, injected_init_args, metric, run_init,
+    spawn_proxy, start_proxy, write_config,
 };
 use skiff_tests::netns::{Netns, PodPair};
 
@@ -48,20 +48,6 @@ impl Drop for Mesh {
         self.server_proxy.take();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Serves `respond` on every connection to `port` in `pod`, in threads, forever (the
-/// namespace's removal ends it).
-fn app(pod: &Netns, port: u16, respond: fn(TcpStream)) {
-    // Dual-stack (Linux's default for [::]), so the same app serves IPv4 and IPv6 tests.
-    let listener = pod
-        .run(move || TcpListener::bind(("::", port)))
-        .expect("app listens");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || respond(stream));
-        }
-    });
 }
 
 /// Echoes a request back with a prefix, so the client knows it went through the app.
@@ -132,33 +118,6 @@ fn call(
         stream.read_exact(&mut reply)?;
         Ok(reply)
     })
-}
-
-/// `GET path` on a port of the pod's own proxy (not captured: localhost).
-fn get(pod: &Netns, port: u16, path: &'static str) -> (u16, String) {
-    pod.run(move || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, text)
-    })
-}
-
-fn metric(text: &str, name: &str, must_contain: &str) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(must_contain))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
 }
 
 #[test]

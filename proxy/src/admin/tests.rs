@@ -49,6 +49,7 @@ fn snapshot() -> Snapshot {
         listeners: vec![Arc::new(listener)],
         clusters: HashMap::from([(cluster.name.clone(), Arc::new(cluster))]),
         routes: HashMap::new(),
+        access_log: None,
     }
 }
 

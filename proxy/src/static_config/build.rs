@@ -42,6 +42,7 @@ pub(super) struct Built {
 }
 
 pub(super) fn build(doc: Document, version: String) -> Result<Built, Invalid> {
+    let access_log = doc.access_log.map(|a| a.encoding);
     let clusters = clusters(doc.clusters)?;
     let heads = heads(&doc.listeners)?;
     let mut listeners = Vec::with_capacity(heads.len());
@@ -59,6 +60,7 @@ pub(super) fn build(doc: Document, version: String) -> Result<Built, Invalid> {
             listeners,
             clusters,
             routes: HashMap::new(),
+            access_log,
         },
         detection_skip_ports,
     })

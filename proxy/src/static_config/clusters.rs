@@ -11,7 +11,7 @@ use super::model::{ClusterSpec, KindSpec, WeightedSpec};
 use super::{INBOUND_PASSTHROUGH_BIND_V4, INBOUND_PASSTHROUGH_BIND_V6};
 use crate::snapshot::{
     BLACKHOLE_CLUSTER, Cluster, ClusterChoice, DEFAULT_CONNECT_TIMEOUT, Discovery, Endpoint,
-    INBOUND_PASSTHROUGH_CLUSTER, LbPolicy, PASSTHROUGH_CLUSTER,
+    INBOUND_PASSTHROUGH_CLUSTER, LbPolicy, PASSTHROUGH_CLUSTER, RetryBudget,
 };
 
 /// The clusters istiod always sends, so that a hand-written file can name them without
@@ -86,27 +86,34 @@ fn cluster(spec: ClusterSpec, at: &str) -> Result<Cluster, Invalid> {
             format!("{a_kind} cluster has no endpoints to balance over; remove lbPolicy"),
         );
     }
-    if let Some(bind) = spec.upstream_bind {
-        if spec.kind == KindSpec::BlackHole {
+    if spec.kind == KindSpec::BlackHole {
+        let connection_keys = [
+            ("upstreamBind", spec.upstream_bind.is_some()),
+            ("protocol", spec.protocol.is_some()),
+            ("httpIdleTimeout", spec.http_idle_timeout.is_some()),
+            ("retryBudget", spec.retry_budget.is_some()),
+        ];
+        if let Some((key, _)) = connection_keys.iter().find(|(_, written)| *written) {
             return invalid(
-                format!("{at}.upstreamBind"),
-                "a BLACK_HOLE cluster makes no connections; remove upstreamBind",
+                format!("{at}.{key}"),
+                format!("a BLACK_HOLE cluster makes no connections; remove {key}"),
             );
         }
-        if let Some((e, endpoint)) = spec
+    }
+    if let Some(bind) = spec.upstream_bind
+        && let Some((e, endpoint)) = spec
             .endpoints
             .iter()
             .enumerate()
             .find(|(_, e)| e.address.is_ipv4() != bind.0.is_ipv4())
-        {
-            return invalid(
-                format!("{at}.endpoints[{e}]"),
-                format!(
-                    "{} cannot be reached from upstreamBind {}: the address families differ",
-                    endpoint.address, bind.0
-                ),
-            );
-        }
+    {
+        return invalid(
+            format!("{at}.endpoints[{e}]"),
+            format!(
+                "{} cannot be reached from upstreamBind {}: the address families differ",
+                endpoint.address, bind.0
+            ),
+        );
     }
     let mut endpoints: Vec<Endpoint> = Vec::with_capacity(spec.endpoints.len());
     for (e, ep) in spec.endpoints.iter().enumerate() {
@@ -129,6 +136,22 @@ fn cluster(spec: ClusterSpec, at: &str) -> Result<Cluster, Invalid> {
         .connect_timeout
         .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
     cluster.upstream_bind = spec.upstream_bind.map(|b| b.0).into_iter().collect();
+    if let Some(protocol) = spec.protocol {
+        cluster.protocol = protocol.into();
+    }
+    if let Some(idle) = spec.http_idle_timeout {
+        cluster.http_idle_timeout = idle.0;
+    }
+    if let Some(budget) = spec.retry_budget {
+        let mut retry_budget = RetryBudget::default();
+        if let Some(p) = budget.budget_percent {
+            retry_budget.budget_percent = p.0;
+        }
+        if let Some(n) = budget.min_retry_concurrency {
+            retry_budget.min_retry_concurrency = n.0;
+        }
+        cluster.retry_budget = retry_budget;
+    }
     Ok(cluster)
 }
 

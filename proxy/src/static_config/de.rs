@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+use crate::access_log::Format;
 use crate::snapshot::Cidr;
 
 /// The longest duration accepted: a year. Longer values are almost certainly a unit mistake,
@@ -303,6 +304,147 @@ scalar!(Weight, "a weight of 1 or more",
         Err(_) => Err(format!("{n} is not a weight; write a whole number from 1 to {}", u32::MAX)),
     },
 );
+
+/// A count such as `minRetryConcurrency`: a whole number from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Count(pub u32);
+
+scalar!(Count, "a whole number of 0 or more",
+    text: |s: &str| Err::<u32, _>(format!("{s:?} is text; write a whole number such as 3")),
+    number: |n: i128| u32::try_from(n)
+        .map_err(|_| format!("{n} is not a count; write a whole number from 0 to {}", u32::MAX)),
+);
+
+/// A percentage from 0 to 100, fractions allowed: `20`, `12.5`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Percent(pub f64);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Percent;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a percentage from 0 to 100")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Percent, E> {
+                if !v.is_finite() {
+                    return Err(E::custom(format!(
+                        "{v} is not a finite number; write a percentage from 0 to 100, e.g. 20"
+                    )));
+                }
+                if !(0.0..=100.0).contains(&v) {
+                    return Err(percent_range(v));
+                }
+                Ok(Percent(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Percent, E> {
+                match u8::try_from(v) {
+                    Ok(p) if p <= 100 => Ok(Percent(f64::from(p))),
+                    _ => Err(percent_range(v)),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Percent, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(percent_range(v)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Percent, E> {
+                Err(E::custom(format!(
+                    "{v:?} is text; write the percentage as a number from 0 to 100, e.g. 20"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn percent_range<E: de::Error>(v: impl fmt::Display) -> E {
+    E::custom(format!(
+        "{v} is outside 0 to 100; write a percentage, e.g. 20"
+    ))
+}
+
+/// An access log encoding, `TEXT` or `JSON` in any case (as Istio's
+/// `meshConfig.accessLogEncoding` is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Encoding(pub Format);
+
+scalar!(Encoding, "TEXT or JSON",
+    text: |s: &str| s.parse::<Format>()
+        .map_err(|_| format!("{s:?} is not an access log encoding; write TEXT or JSON")),
+    number: |n: i128| Err::<Format, _>(format!("{n} is not an access log encoding; write TEXT or JSON")),
+);
+
+/// Reads a key that may be left out but, once written, must hold a value: `null` (or
+/// nothing after the colon) reaches the value's own reader instead of becoming `None`.
+pub(super) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// The top-level `accessLog`: `{}` (Istio's text format) or `{encoding: TEXT | JSON}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct AccessLogSpec {
+    pub encoding: Format,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessLogMap {
+    #[serde(default)]
+    encoding: Option<Encoding>,
+}
+
+impl<'de> Deserialize<'de> for AccessLogSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AccessLogSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("{} or {encoding: TEXT | JSON}")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<AccessLogSpec, E> {
+                Err(E::custom(
+                    "is empty; write accessLog: {} to log every HTTP request in TEXT, or remove \
+                     the key for no access log",
+                ))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<AccessLogSpec, E> {
+                self.visit_unit()
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AccessLogSpec, E> {
+                Err(E::custom(match v.parse::<Format>() {
+                    Ok(_) => {
+                        format!("{v:?} is text, not a map; write accessLog: {{encoding: {v}}}")
+                    }
+                    Err(_) => format!(
+                        "{v:?} is text, not a map; write accessLog: {{encoding: TEXT}} or \
+                         accessLog: {{encoding: JSON}}"
+                    ),
+                }))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AccessLogSpec, E> {
+                Err(E::custom(if v {
+                    "is true, not a map; write accessLog: {} for TEXT, or accessLog: {encoding: JSON}"
+                } else {
+                    "is false, not a map; remove the key for no access log"
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AccessLogSpec, A::Error> {
+                let m = AccessLogMap::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(AccessLogSpec {
+                    encoding: m.encoding.map_or(Format::Text, |e| e.0),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// A virtual host domain: `*`, an exact authority (`reviews`, `reviews:9080`), or one
 /// wildcard at the start or the end (`*.example.com`, `reviews.*`), as Envoy accepts.

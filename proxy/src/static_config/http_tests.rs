@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{StaticConfigError, parse};
 use crate::route::{PathMatch, RetryOn, RouteAction, ValueMatch};
-use crate::snapshot::{ClusterChoice, Handler, RouteSource, RouteTable, Snapshot};
+use crate::snapshot::{ClusterChoice, Handler, HttpManager, RouteSource, RouteTable, Snapshot};
 
 const FULL: &str = r#"
 listeners:
@@ -304,4 +304,136 @@ fn shadowing_respects_conditions() {
     }
     let zero = route_yaml("{route: {cluster: v1, timeout: 0}}");
     assert!(parse(&zero, "test").is_ok(), "timeout 0 means none");
+}
+
+fn manager(s: &Snapshot) -> &HttpManager {
+    let chain = s.listeners[0]
+        .filter_chains
+        .first()
+        .or(s.listeners[0].default_chain.as_ref())
+        .expect("a chain");
+    let Handler::Http(h) = &chain.handler else {
+        panic!("not http")
+    };
+    h
+}
+
+fn http_yaml(http: &str) -> String {
+    format!(
+        "listeners:\n  - name: web\n    address: 0.0.0.0:9080\n    bindToPort: true\n    http: {http}\nclusters:\n  - {{name: v1, endpoints: [10.0.0.1:9080]}}\n"
+    )
+}
+
+#[test]
+fn connection_manager_settings_and_defaults() {
+    let five_minutes = Duration::from_secs(300);
+    let cases = [
+        ("{routes: [{cluster: v1}]}", false, five_minutes),
+        (
+            "{routes: [{cluster: v1}], useRemoteAddress: true}",
+            true,
+            five_minutes,
+        ),
+        (
+            "{routes: [{cluster: v1}], useRemoteAddress: false, streamIdleTimeout: 30s}",
+            false,
+            Duration::from_secs(30),
+        ),
+        (
+            "{virtualHosts: [{routes: [{cluster: v1}]}], streamIdleTimeout: 1h}",
+            false,
+            Duration::from_secs(3600),
+        ),
+        (
+            "{routes: [{cluster: v1}], streamIdleTimeout: 0s}",
+            false,
+            Duration::ZERO,
+        ),
+        (
+            "{routes: [{cluster: v1}], streamIdleTimeout: 0}",
+            false,
+            Duration::ZERO,
+        ),
+    ];
+    for (http, remote, idle) in cases {
+        let s = parse(&http_yaml(http), "test").expect("valid");
+        let h = manager(&s);
+        assert_eq!(h.use_remote_address, remote, "{http}");
+        assert_eq!(h.stream_idle_timeout, idle, "{http}");
+    }
+    // The same keys on a chain's http.
+    let chain = "listeners:\n  - name: web\n    address: 0.0.0.0:9080\n    bindToPort: true\n    chains:\n      - {match: {destinationPort: 9080}, http: {routes: [{cluster: v1}], useRemoteAddress: true, streamIdleTimeout: 10s}}\nclusters:\n  - {name: v1, endpoints: [10.0.0.1:9080]}\n";
+    let s = parse(chain, "test").expect("valid");
+    let h = manager(&s);
+    assert!(h.use_remote_address);
+    assert_eq!(h.stream_idle_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn include_request_attempt_count_is_per_virtual_host() {
+    let yaml = http_yaml(
+        "{virtualHosts: [{domains: [a], includeRequestAttemptCount: true, routes: [{cluster: v1}]}, {domains: [b], includeRequestAttemptCount: false, routes: [{cluster: v1}]}, {routes: [{cluster: v1}]}]}",
+    );
+    let s = parse(&yaml, "test").expect("valid");
+    let counts: Vec<bool> = only_table(&s)
+        .virtual_hosts
+        .iter()
+        .map(|v| v.include_request_attempt_count)
+        .collect();
+    assert_eq!(counts, [true, false, false]);
+    let s = parse(&http_yaml("{routes: [{cluster: v1}]}"), "test").expect("valid");
+    assert!(!only_table(&s).virtual_hosts[0].include_request_attempt_count);
+}
+
+/// The whole message of each refusal, as the proxy logs it.
+#[test]
+fn connection_manager_and_virtual_host_refusals() {
+    let cases = [
+        (
+            "{routes: [{cluster: v1}], streamIdleTimeout: 5}",
+            "static config test at line 5 column 56: listeners[0].http.streamIdleTimeout: 5 has \
+             no unit; write e.g. 5s or 5ms",
+        ),
+        (
+            "{routes: [{cluster: v1}], streamIdleTimeout: 9000h}",
+            "static config test at line 5 column 56: listeners[0].http.streamIdleTimeout: \
+             \"9000h\" is longer than a year (8760h); write 0s for no timeout",
+        ),
+        (
+            "{routes: [{cluster: v1}], streamIdleTimeout: -1s}",
+            "static config test at line 5 column 56: listeners[0].http.streamIdleTimeout: \
+             \"-1s\" is not a duration (unknown unit \"-\"); write a number and a unit (ms, s, \
+             m, h), e.g. 100ms, 2s, 1h30m",
+        ),
+        (
+            "{routes: [{cluster: v1}], useRemoteAddress: yes}",
+            "static config test at line 5 column 55: listeners[0].http.useRemoteAddress: \
+             invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "{virtualHosts: [{routes: [{cluster: v1}], includeRequestAttemptCount: 1}]}",
+            "static config test at line 5 column 81: \
+             listeners[0].http.virtualHosts[0].includeRequestAttemptCount: invalid type: \
+             integer `1`, expected a boolean",
+        ),
+    ];
+    for (http, expected) in cases {
+        match parse(&http_yaml(http), "test") {
+            Err(e) => assert_eq!(e.to_string(), expected, "{http}"),
+            Ok(_) => panic!("{http}: should be refused"),
+        }
+    }
+    // The routes short form has no virtual host to set it on.
+    match parse(
+        &http_yaml("{routes: [{cluster: v1}], includeRequestAttemptCount: true}"),
+        "test",
+    ) {
+        Err(StaticConfigError::Yaml { message, .. }) => assert!(
+            message.starts_with(
+                "listeners[0].http: unknown field `includeRequestAttemptCount`, expected one of"
+            ),
+            "{message}"
+        ),
+        other => panic!("expected an unknown field, got {other:?}"),
+    }
 }

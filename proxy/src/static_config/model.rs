@@ -7,10 +7,10 @@
 use serde::Deserialize;
 
 use super::de::{
-    BindIp, CidrText, DetectionSpec, Domain, Dur, EndpointSpec, ListenAddr, Name, Port, Prefix,
-    Timeout, Weight,
+    AccessLogSpec, BindIp, CidrText, Count, DetectionSpec, Domain, Dur, EndpointSpec, ListenAddr,
+    Name, Percent, Port, Prefix, Timeout, Weight, present,
 };
-use crate::snapshot::{Direction, Discovery, LbPolicy, Transport};
+use crate::snapshot::{Direction, Discovery, LbPolicy, Transport, UpstreamProtocol};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -19,6 +19,10 @@ pub(super) struct Document {
     pub listeners: Vec<ListenerSpec>,
     #[serde(default)]
     pub clusters: Vec<ClusterSpec>,
+    /// Absent: no access log. Written empty (`accessLog:`) is refused rather than read as
+    /// either.
+    #[serde(default, deserialize_with = "present")]
+    pub access_log: Option<AccessLogSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +141,11 @@ pub(super) struct HttpSpec {
     #[serde(default)]
     pub stat_prefix: Option<Name>,
     #[serde(default)]
+    pub use_remote_address: bool,
+    /// `0s` means none.
+    #[serde(default)]
+    pub stream_idle_timeout: Option<Timeout>,
+    #[serde(default)]
     pub request_headers_to_add: Vec<HeaderToAddSpec>,
     #[serde(default)]
     pub request_headers_to_remove: Vec<Name>,
@@ -157,6 +166,8 @@ pub(super) struct VirtualHostSpec {
     #[serde(default)]
     pub retry_policy: Option<RetryPolicySpec>,
     #[serde(default)]
+    pub include_request_attempt_count: bool,
+    #[serde(default)]
     pub request_headers_to_add: Vec<HeaderToAddSpec>,
     #[serde(default)]
     pub request_headers_to_remove: Vec<Name>,
@@ -174,6 +185,7 @@ impl VirtualHostSpec {
             domains: None,
             routes,
             retry_policy: None,
+            include_request_attempt_count: false,
             request_headers_to_add: Vec::new(),
             request_headers_to_remove: Vec::new(),
             response_headers_to_add: Vec::new(),
@@ -326,6 +338,39 @@ pub(super) struct ClusterSpec {
     pub connect_timeout: Option<Dur>,
     #[serde(default)]
     pub upstream_bind: Option<BindIp>,
+    #[serde(default)]
+    pub protocol: Option<ProtocolSpec>,
+    #[serde(default)]
+    pub http_idle_timeout: Option<Dur>,
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudgetSpec>,
+}
+
+/// The HTTP version spoken to a cluster's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(super) enum ProtocolSpec {
+    Downstream,
+    Http1,
+    Http2,
+}
+
+impl From<ProtocolSpec> for UpstreamProtocol {
+    fn from(p: ProtocolSpec) -> UpstreamProtocol {
+        match p {
+            ProtocolSpec::Downstream => UpstreamProtocol::Downstream,
+            ProtocolSpec::Http1 => UpstreamProtocol::Http1,
+            ProtocolSpec::Http2 => UpstreamProtocol::Http2,
+        }
+    }
+}
+
+/// Envoy's `retry_budget`; each key defaults to Envoy's value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RetryBudgetSpec {
+    pub budget_percent: Option<Percent>,
+    pub min_retry_concurrency: Option<Count>,
 }
 
 /// Envoy's cluster discovery types that a static config can express, plus Skiff's

@@ -18,7 +18,9 @@ use crate::route::{
     HeaderMatcher, HeaderMutations, HeaderToAdd, PathMatch, Pattern, QueryMatcher, RegexRewrite,
     RetryOn, RetryPolicy, RouteAction, RouteMatch, ValueMatch,
 };
-use crate::snapshot::{Cluster, HttpManager, Route, RouteSource, RouteTable, VirtualHost};
+use crate::snapshot::{
+    Cluster, DEFAULT_STREAM_IDLE_TIMEOUT, HttpManager, Route, RouteSource, RouteTable, VirtualHost,
+};
 
 pub(super) fn http(
     spec: HttpSpec,
@@ -91,16 +93,21 @@ pub(super) fn http(
         spec.response_headers_to_add,
         spec.response_headers_to_remove,
     )?;
-    Ok(HttpManager {
-        stat_prefix: spec
-            .stat_prefix
+    let mut manager = HttpManager::new(
+        spec.stat_prefix
             .map_or_else(|| listener.to_owned(), |p| p.0),
-        route_config: RouteSource::Inline(Arc::new(RouteTable {
+        RouteSource::Inline(Arc::new(RouteTable {
             name: format!("{listener}/{chain}"),
             virtual_hosts,
             headers,
         })),
-    })
+    );
+    manager.use_remote_address = spec.use_remote_address;
+    // `0s` is kept as zero, which the snapshot reads as no stream idle timeout.
+    manager.stream_idle_timeout = spec
+        .stream_idle_timeout
+        .map_or(DEFAULT_STREAM_IDLE_TIMEOUT, |t| t.0);
+    Ok(manager)
 }
 
 fn virtual_host(
@@ -156,6 +163,7 @@ fn virtual_host(
         domains,
         routes,
         retry_policy,
+        include_request_attempt_count: spec.include_request_attempt_count,
         headers,
     })
 }

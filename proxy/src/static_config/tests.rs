@@ -6,10 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::*;
+use crate::access_log::Format;
 use crate::snapshot::{
     BLACKHOLE_CLUSTER, ChainMatch, Cidr, Cluster, ClusterChoice, Detection, Direction, Discovery,
     FilterChain, Handler, HttpManager, INBOUND_PASSTHROUGH_CLUSTER, LbPolicy, Listener,
-    PASSTHROUGH_CLUSTER, RouteSource, RouteTable, TcpProxy, Transport,
+    PASSTHROUGH_CLUSTER, RetryBudget, RouteSource, RouteTable, TcpProxy, Transport,
+    UpstreamProtocol,
 };
 
 /// An outbound capture listener, so that hand-off listeners in a case are reachable.
@@ -180,6 +182,8 @@ fn the_reference_parses_with_every_field() {
     );
     let hcm = http_of(http_chain);
     assert_eq!(hcm.stat_prefix, "outbound_9080");
+    assert!(!hcm.use_remote_address);
+    assert_eq!(hcm.stream_idle_timeout, Duration::from_secs(300));
     let routes = table(hcm);
     assert_eq!(routes.name, "0.0.0.0_9080/http");
     assert_eq!(routes.virtual_hosts.len(), 2);
@@ -200,6 +204,7 @@ fn the_reference_parses_with_every_field() {
         .collect();
     assert_eq!(route_view, [("dev", "/"), ("/v2/", "/v2/"), ("/", "/")]);
     assert_eq!(reviews.routes[0].matcher.headers.len(), 2);
+    assert!(reviews.include_request_attempt_count);
     assert!(same_choice(
         reviews.routes[1].cluster().expect("forwards"),
         &ClusterChoice::Weighted(vec![
@@ -222,6 +227,7 @@ fn the_reference_parses_with_every_field() {
         any.routes[0].cluster().expect("forwards"),
         &single(PASSTHROUGH_CLUSTER)
     ));
+    assert!(!any.include_request_attempt_count);
 
     let tls_chain = &web.filter_chains[1];
     assert_eq!(tls_chain.name, "tls");
@@ -268,6 +274,12 @@ fn the_reference_parses_with_every_field() {
         cluster(s, "inbound|3306||").connect_timeout,
         Duration::from_secs(2)
     );
+    assert_eq!(dns_cluster.protocol, UpstreamProtocol::Downstream);
+    let v1 = cluster(s, "outbound|9080|v1|reviews.default.svc.cluster.local");
+    assert_eq!(v1.protocol, UpstreamProtocol::Http2);
+    assert_eq!(v1.http_idle_timeout, Duration::from_secs(4));
+    assert_eq!(v1.retry_budget, RetryBudget::default());
+    assert_eq!(s.access_log, Some(Format::Text));
 }
 
 #[test]
@@ -1686,4 +1698,284 @@ fn parse_sets_the_version_to_the_source() {
         parse(capture!(), "inline:abc").expect("parses").version,
         "inline:abc"
     );
+}
+
+#[test]
+fn cluster_http_settings_and_defaults() {
+    let default_budget = RetryBudget {
+        budget_percent: 20.0,
+        min_retry_concurrency: 3,
+    };
+    let budget = |budget_percent: f64, min_retry_concurrency: u32| RetryBudget {
+        budget_percent,
+        min_retry_concurrency,
+    };
+    let four = Duration::from_secs(4);
+    let cases: &[(&str, UpstreamProtocol, Duration, RetryBudget)] = &[
+        (
+            "{name: c, endpoints: [10.0.0.1:80]}",
+            UpstreamProtocol::Downstream,
+            four,
+            default_budget,
+        ),
+        (
+            "{name: c, endpoints: [10.0.0.1:80], protocol: DOWNSTREAM}",
+            UpstreamProtocol::Downstream,
+            four,
+            default_budget,
+        ),
+        (
+            "{name: c, endpoints: [10.0.0.1:80], protocol: HTTP1, httpIdleTimeout: 30s}",
+            UpstreamProtocol::Http1,
+            Duration::from_secs(30),
+            default_budget,
+        ),
+        (
+            "{name: c, endpoints: [10.0.0.1:80], protocol: HTTP2, httpIdleTimeout: 1.5s}",
+            UpstreamProtocol::Http2,
+            Duration::from_millis(1500),
+            default_budget,
+        ),
+        (
+            "{name: c, type: ORIGINAL_DST, protocol: HTTP1, retryBudget: {}}",
+            UpstreamProtocol::Http1,
+            four,
+            default_budget,
+        ),
+        (
+            "{name: c, endpoints: [10.0.0.1:80], retryBudget: {budgetPercent: 50}}",
+            UpstreamProtocol::Downstream,
+            four,
+            budget(50.0, 3),
+        ),
+        (
+            "{name: c, endpoints: [10.0.0.1:80], retryBudget: {minRetryConcurrency: 0}}",
+            UpstreamProtocol::Downstream,
+            four,
+            budget(20.0, 0),
+        ),
+        (
+            "{name: c, endpoints: [10.0.0.1:80], retryBudget: {budgetPercent: 12.5, minRetryConcurrency: 10}}",
+            UpstreamProtocol::Downstream,
+            four,
+            budget(12.5, 10),
+        ),
+        (
+            "{name: c, endpoints: [10.0.0.1:80], retryBudget: {budgetPercent: 0, minRetryConcurrency: 4294967295}}",
+            UpstreamProtocol::Downstream,
+            four,
+            budget(0.0, u32::MAX),
+        ),
+        (
+            "{name: c, endpoints: [10.0.0.1:80], retryBudget: {budgetPercent: 100.0}}",
+            UpstreamProtocol::Downstream,
+            four,
+            budget(100.0, 3),
+        ),
+        (
+            "{name: c, type: BLACK_HOLE}",
+            UpstreamProtocol::Downstream,
+            four,
+            default_budget,
+        ),
+    ];
+    for (yaml, protocol, idle, retry_budget) in cases {
+        let s = ok(&format!("{}clusters:\n  - {yaml}\n", capture!())).snapshot;
+        let c = cluster(&s, "c");
+        assert_eq!(c.protocol, *protocol, "{yaml}");
+        assert_eq!(c.http_idle_timeout, *idle, "{yaml}");
+        assert_eq!(c.retry_budget, *retry_budget, "{yaml}");
+    }
+    let s = ok(capture!()).snapshot;
+    for name in [
+        PASSTHROUGH_CLUSTER,
+        INBOUND_PASSTHROUGH_CLUSTER,
+        BLACKHOLE_CLUSTER,
+    ] {
+        let c = cluster(&s, name);
+        assert_eq!(
+            (c.protocol, c.http_idle_timeout, c.retry_budget),
+            (UpstreamProtocol::Downstream, four, default_budget),
+            "{name}"
+        );
+    }
+}
+
+/// The whole message of each refusal of the cluster's HTTP settings, as the proxy logs it.
+#[test]
+fn cluster_http_settings_refusals() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "protocol: HTTP3",
+            "static config test at line 2 column 49: clusters[0].protocol: unknown variant \
+             `HTTP3`, expected one of `DOWNSTREAM`, `HTTP1`, `HTTP2`",
+        ),
+        (
+            "protocol: http2",
+            "static config test at line 2 column 49: clusters[0].protocol: unknown variant \
+             `http2`, expected one of `DOWNSTREAM`, `HTTP1`, `HTTP2`",
+        ),
+        (
+            "httpIdleTimeout: 0s",
+            "static config test at line 2 column 56: clusters[0].httpIdleTimeout: \"0s\" is \
+             zero; a timeout must be longer than 0 (remove the key for the default)",
+        ),
+        (
+            "httpIdleTimeout: 4",
+            "static config test at line 2 column 56: clusters[0].httpIdleTimeout: 4 has no \
+             unit; write e.g. 4s or 4ms",
+        ),
+        (
+            "retryBudget: {budgetPercent: 150}",
+            "static config test at line 2 column 68: clusters[0].retryBudget.budgetPercent: \
+             150 is outside 0 to 100; write a percentage, e.g. 20",
+        ),
+        (
+            "retryBudget: {budgetPercent: -1}",
+            "static config test at line 2 column 68: clusters[0].retryBudget.budgetPercent: \
+             -1 is outside 0 to 100; write a percentage, e.g. 20",
+        ),
+        (
+            "retryBudget: {budgetPercent: 100.5}",
+            "static config test at line 2 column 68: clusters[0].retryBudget.budgetPercent: \
+             100.5 is outside 0 to 100; write a percentage, e.g. 20",
+        ),
+        (
+            "retryBudget: {budgetPercent: -0.5}",
+            "static config test at line 2 column 68: clusters[0].retryBudget.budgetPercent: \
+             -0.5 is outside 0 to 100; write a percentage, e.g. 20",
+        ),
+        (
+            "retryBudget: {budgetPercent: .nan}",
+            "static config test at line 2 column 68: clusters[0].retryBudget.budgetPercent: \
+             NaN is not a finite number; write a percentage from 0 to 100, e.g. 20",
+        ),
+        (
+            "retryBudget: {budgetPercent: .inf}",
+            "static config test at line 2 column 68: clusters[0].retryBudget.budgetPercent: \
+             inf is not a finite number; write a percentage from 0 to 100, e.g. 20",
+        ),
+        (
+            "retryBudget: {budgetPercent: 20%}",
+            "static config test at line 2 column 68: clusters[0].retryBudget.budgetPercent: \
+             \"20%\" is text; write the percentage as a number from 0 to 100, e.g. 20",
+        ),
+        (
+            "retryBudget: {minRetryConcurrency: -1}",
+            "static config test at line 2 column 74: \
+             clusters[0].retryBudget.minRetryConcurrency: -1 is not a count; write a whole \
+             number from 0 to 4294967295",
+        ),
+        (
+            "retryBudget: {minRetryConcurrency: \"3\"}",
+            "static config test at line 2 column 74: \
+             clusters[0].retryBudget.minRetryConcurrency: \"3\" is text; write a whole number \
+             such as 3",
+        ),
+        (
+            "retryBudget: {minRetryConcurrency: 1.5}",
+            "static config test at line 2 column 74: \
+             clusters[0].retryBudget.minRetryConcurrency: invalid type: floating point `1.5`, \
+             expected a whole number of 0 or more",
+        ),
+        (
+            "retryBudget: {budget: 20}",
+            "static config test at line 2 column 53: clusters[0].retryBudget: unknown field \
+             `budget`, expected `budgetPercent` or `minRetryConcurrency`",
+        ),
+    ];
+    for (keys, expected) in cases {
+        let yaml = format!("clusters:\n  - {{name: a, endpoints: [1.2.3.4:5], {keys}}}\n");
+        assert_eq!(fail(&yaml).to_string(), *expected, "{yaml}");
+    }
+    for key in [
+        "protocol: HTTP1",
+        "httpIdleTimeout: 1s",
+        "retryBudget: {}",
+        "upstreamBind: 127.0.0.6",
+    ] {
+        let name = key.split(':').next().unwrap_or_default();
+        let yaml = format!("clusters:\n  - {{name: a, type: BLACK_HOLE, {key}}}\n");
+        assert_eq!(
+            fail(&yaml).to_string(),
+            format!(
+                "static config test: clusters[0].{name}: a BLACK_HOLE cluster makes no \
+                 connections; remove {name}"
+            ),
+            "{yaml}"
+        );
+    }
+}
+
+#[test]
+fn access_log_encoding() {
+    assert_eq!(ok(capture!()).snapshot.access_log, None, "off by default");
+    let cases = [
+        ("{}", Format::Text),
+        ("{encoding: TEXT}", Format::Text),
+        ("{encoding: text}", Format::Text),
+        ("{encoding: JSON}", Format::Json),
+        ("{encoding: Json}", Format::Json),
+        ("{encoding: \"json\"}", Format::Json),
+    ];
+    for (value, format) in cases {
+        let yaml = format!("{}accessLog: {value}\n", capture!());
+        assert_eq!(ok(&yaml).snapshot.access_log, Some(format), "{value}");
+    }
+    let refusals = [
+        (
+            "{encoding: XML}",
+            "static config test at line 3 column 23: accessLog.encoding: \"XML\" is not an \
+             access log encoding; write TEXT or JSON",
+        ),
+        (
+            "{encoding: 1}",
+            "static config test at line 3 column 23: accessLog.encoding: 1 is not an access \
+             log encoding; write TEXT or JSON",
+        ),
+        (
+            "{encoding: [JSON]}",
+            "static config test at line 3 column 23: accessLog.encoding: invalid type: \
+             sequence, expected TEXT or JSON",
+        ),
+        (
+            "{format: JSON}",
+            "static config test at line 3 column 13: accessLog: unknown field `format`, \
+             expected `encoding`",
+        ),
+        (
+            "",
+            "static config test at line 3 column 11: accessLog: is empty; write accessLog: {} \
+             to log every HTTP request in TEXT, or remove the key for no access log",
+        ),
+        (
+            "~",
+            "static config test at line 3 column 12: accessLog: is empty; write accessLog: {} \
+             to log every HTTP request in TEXT, or remove the key for no access log",
+        ),
+        (
+            "JSON",
+            "static config test at line 3 column 12: accessLog: \"JSON\" is text, not a map; \
+             write accessLog: {encoding: JSON}",
+        ),
+        (
+            "on",
+            "static config test at line 3 column 12: accessLog: \"on\" is text, not a map; \
+             write accessLog: {encoding: TEXT} or accessLog: {encoding: JSON}",
+        ),
+        (
+            "true",
+            "static config test at line 3 column 12: accessLog: is true, not a map; write \
+             accessLog: {} for TEXT, or accessLog: {encoding: JSON}",
+        ),
+        (
+            "false",
+            "static config test at line 3 column 12: accessLog: is false, not a map; remove \
+             the key for no access log",
+        ),
+    ];
+    for (value, expected) in refusals {
+        let yaml = format!("{}accessLog: {value}\n", capture!());
+        assert_eq!(fail(&yaml).to_string(), expected, "{value:?}");
+    }
 }

@@ -109,7 +109,7 @@ impl Drop for TrackGuard {
 
 /// The data path's shared parts.
 pub struct Proxy {
-    pub snapshot: Box<dyn Fn() -> Arc<Snapshot> + Send + Sync>,
+    pub snapshot: forward::Snapshots,
     pub original_dst: Box<dyn OriginalDst>,
     pub telemetry: Arc<dyn Telemetry>,
     pub tracker: Arc<Tracker>,
@@ -127,7 +127,7 @@ impl Proxy {
         telemetry: Arc<dyn Telemetry>,
     ) -> Proxy {
         Proxy {
-            snapshot: Box::new(snapshot),
+            snapshot: Arc::new(snapshot),
             original_dst: Box::new(original_dst),
             telemetry,
             tracker: Arc::new(Tracker::default()),
@@ -257,9 +257,9 @@ impl Proxy {
         let tcp_proxy = match &chain.handler {
             Handler::Tcp(tcp) => tcp,
             Handler::Http(http) => {
-                let table = match &http.route_config {
-                    RouteSource::Inline(table) => Some(table.clone()),
-                    RouteSource::Rds(name) => snapshot.routes.get(name).cloned(),
+                let (route_name, inline_table) = match &http.route_config {
+                    RouteSource::Inline(table) => (table.name.clone(), Some(table.clone())),
+                    RouteSource::Rds(name) => (name.clone(), None),
                 };
                 let sink = Arc::new(Sink {
                     telemetry: self.telemetry.clone(),
@@ -268,8 +268,9 @@ impl Proxy {
                 let conn = Arc::new(forward::Conn {
                     pools: self.pools.clone(),
                     sink,
-                    snapshot: snapshot.clone(),
-                    table,
+                    snapshots: self.snapshot.clone(),
+                    route_name,
+                    inline_table,
                     direction: target.direction,
                     edge: http.use_remote_address,
                     stream_idle: Some(http.stream_idle_timeout).filter(|d| !d.is_zero()),

@@ -124,7 +124,7 @@ async fn harness(service_endpoint: SocketAddr, catch_all: &str) -> Harness {
     let origins = Arc::new(FakeOriginalDst(Mutex::new(HashMap::new())));
     let recorder = Arc::new(Recorder::default());
     let proxy = Arc::new(Proxy {
-        snapshot: Box::new(move || snapshot.clone()),
+        snapshot: Arc::new(move || snapshot.clone()),
         original_dst: Box::new(SharedOrigins(origins.clone())),
         telemetry: Arc::new(Telemetry(recorder.clone())),
         tracker: Arc::new(Tracker::default()),

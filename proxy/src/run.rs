@@ -208,7 +208,7 @@ pub async fn run(options: Options) -> Result<Exit, RunError> {
     let tracker = Arc::new(Tracker::default());
     let snapshots = store.clone();
     let proxy = Arc::new(Proxy {
-        snapshot: Box::new(move || snapshots.current()),
+        snapshot: Arc::new(move || snapshots.current()),
         original_dst: Box::new(KernelOriginalDst),
         telemetry: Arc::new(MetricsTelemetry::new(
             metrics.clone(),

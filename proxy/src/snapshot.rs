@@ -1,6 +1,8 @@
 //! The running configuration: one immutable value, swapped whole when configuration
-//! changes. A connection takes the snapshot current when it is accepted and keeps it to the
-//! end, so a change never alters a connection mid-way and the data path takes no lock.
+//! changes. A TCP connection takes the snapshot current when it is accepted and keeps it to
+//! the end, so a change never alters a byte stream mid-way; an HTTP request takes the one
+//! current when it arrives, so long-lived connections follow route changes as with Envoy.
+//! Either way the data path takes no lock.
 //!
 //! The shapes follow what istiod sends a sidecar (spec/proxy.md section 1) — listeners with
 //! filter-chain matches, `tcp_proxy` and `http_connection_manager` handlers, clusters named

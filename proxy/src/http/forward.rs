@@ -26,14 +26,22 @@ use crate::metrics::{RequestProtocol, ResponseFlags};
 use crate::route::{self, RequestFacts, Route, RouteAction, RouteTable, VirtualHost, pick_cluster};
 use crate::snapshot::{Cluster, Direction, Snapshot};
 
+/// The running configuration, read again for every request.
+pub type Snapshots = Arc<dyn Fn() -> Arc<Snapshot> + Send + Sync>;
+
 /// What every request of one downstream connection shares.
 pub struct Conn {
     pub pools: Arc<Pools>,
     pub sink: Arc<Sink>,
-    pub snapshot: Arc<Snapshot>,
-    /// None when the chain names a route table the snapshot does not have: every request
-    /// then gets 404 `NR`, as Envoy answers before RDS arrives.
-    pub table: Option<Arc<RouteTable>>,
+    /// Each request takes the configuration current when it arrives, as Envoy applies a
+    /// new route table to the next request: a keep-alive or HTTP/2 connection that lives
+    /// for hours still follows a canary shift.
+    pub snapshots: Snapshots,
+    /// The chain's route table: looked up by name in each request's snapshot, falling back
+    /// to the table the chain carried inline. With neither, every request gets 404 `NR`,
+    /// as Envoy answers before RDS arrives.
+    pub route_name: String,
+    pub inline_table: Option<Arc<RouteTable>>,
     pub direction: Direction,
     /// Envoy's `use_remote_address`.
     pub edge: bool,
@@ -82,8 +90,13 @@ pub async fn handle(conn: Arc<Conn>, mut request: Request<Incoming>) -> Response
             e.downstream_remote_address = Some(conn.peer);
         });
     }
+    let snapshot = (conn.snapshots)();
+    let table = snapshot
+        .routes
+        .get(&conn.route_name)
+        .or(conn.inline_table.as_ref());
     // CONNECT only matches routes made for it, which Skiff does not offer (Envoy's rule).
-    let chosen = match (&conn.table, request.method() == Method::CONNECT) {
+    let chosen = match (table, request.method() == Method::CONNECT) {
         (Some(table), false) => choose(table, &request, &authority, &path),
         _ => None,
     };
@@ -114,7 +127,7 @@ pub async fn handle(conn: Arc<Conn>, mut request: Request<Incoming>) -> Response
     };
     let cluster_name = pick_cluster(choice, crate::balance::random_u64());
     record.cluster = cluster_name.map(Arc::from);
-    let Some(cluster) = cluster_name.and_then(|n| conn.snapshot.cluster(n)) else {
+    let Some(cluster) = cluster_name.and_then(|n| snapshot.cluster(n)) else {
         return reply(
             record,
             StatusCode::SERVICE_UNAVAILABLE,

@@ -14,7 +14,7 @@ use super::routes::http;
 use super::{INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, RESERVED_PORTS};
 use crate::snapshot::{
     ChainMatch, Cluster, ClusterChoice, DEFAULT_DETECTION_TIMEOUT, DEFAULT_TCP_IDLE_TIMEOUT,
-    Detection, Direction, FilterChain, Handler, Listener, Snapshot, TcpProxy,
+    Detection, Direction, FilterChain, Handler, Listener, RouteSource, Snapshot, TcpProxy,
 };
 
 /// A value that is well-formed on its own but unusable with the rest of the file.
@@ -54,12 +54,25 @@ pub(super) fn build(doc: Document, version: String) -> Result<Built, Invalid> {
         }
         listeners.push(Arc::new(listener));
     }
+    // Inline tables are also known by name, so that requests on connections accepted
+    // before a reload find the reloaded table (the HTTP layer looks tables up per request).
+    let routes = listeners
+        .iter()
+        .flat_map(|l| l.filter_chains.iter().chain(&l.default_chain))
+        .filter_map(|chain| match &chain.handler {
+            Handler::Http(http) => match &http.route_config {
+                RouteSource::Inline(table) => Some((table.name.clone(), table.clone())),
+                RouteSource::Rds(_) => None,
+            },
+            Handler::Tcp(_) => None,
+        })
+        .collect();
     Ok(Built {
         snapshot: Snapshot {
             version,
             listeners,
             clusters,
-            routes: HashMap::new(),
+            routes,
             access_log,
         },
         detection_skip_ports,

@@ -109,6 +109,8 @@ pub struct TestProxy {
     /// What the access log wrote, when the configuration turns it on.
     pub log: Arc<Mutex<Vec<u8>>>,
     access_logs: Arc<AccessLogs>,
+    current: Arc<Mutex<Arc<Snapshot>>>,
+    port: u16,
     _stop: watch::Sender<bool>,
 }
 
@@ -129,21 +131,15 @@ pub async fn proxy_with(
 ) -> TestProxy {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = socket.local_addr().unwrap().port();
-    let mut yaml = format!(
-        "listeners:\n  - name: test\n    address: 0.0.0.0:{port}\n    bindToPort: true\n    http:\n{}\nclusters:\n{}\n",
-        indent(http, 6),
-        indent(clusters, 2)
-    );
-    for (name, addr) in addrs {
-        yaml = yaml.replace(&format!("{{{name}}}"), &addr.to_string());
-    }
+    let yaml = config_yaml(port, http, clusters, addrs);
     let mut snapshot = skiff_proxy::static_config::parse(&yaml, "test")
         .unwrap_or_else(|e| panic!("test config does not load: {e}\n{yaml}"));
     edit(&mut snapshot);
-    let snapshot = Arc::new(snapshot);
+    let current = Arc::new(Mutex::new(Arc::new(snapshot)));
+    let snapshots = current.clone();
     let recorder = Arc::new(Recorder::default());
     let mut proxy = Proxy::new(
-        move || snapshot.clone(),
+        move || snapshots.lock().unwrap().clone(),
         FixedDst(VIP.parse().unwrap()),
         Arc::new(RecordingTelemetry(recorder.clone())),
     );
@@ -161,11 +157,21 @@ pub async fn proxy_with(
         recorder,
         log,
         access_logs,
+        current,
+        port,
         _stop: stop,
     }
 }
 
 impl TestProxy {
+    /// Replaces the configuration, as a reload or an xDS push does.
+    pub fn reconfigure(&self, http: &str, clusters: &str, addrs: &[(&str, SocketAddr)]) {
+        let yaml = config_yaml(self.port, http, clusters, addrs);
+        let snapshot = skiff_proxy::static_config::parse(&yaml, "test")
+            .unwrap_or_else(|e| panic!("test config does not load: {e}\n{yaml}"));
+        *self.current.lock().unwrap() = Arc::new(snapshot);
+    }
+
     /// The access log's lines so far, once everything queued has been written.
     pub fn log_lines(&self, format: Format) -> Vec<String> {
         if let Some(log) = self.access_logs.get(format) {
@@ -190,6 +196,18 @@ impl std::io::Write for SharedBuf {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+fn config_yaml(port: u16, http: &str, clusters: &str, addrs: &[(&str, SocketAddr)]) -> String {
+    let mut yaml = format!(
+        "listeners:\n  - name: test\n    address: 0.0.0.0:{port}\n    bindToPort: true\n    http:\n{}\nclusters:\n{}\n",
+        indent(http, 6),
+        indent(clusters, 2)
+    );
+    for (name, addr) in addrs {
+        yaml = yaml.replace(&format!("{{{name}}}"), &addr.to_string());
+    }
+    yaml
 }
 
 fn indent(text: &str, by: usize) -> String {

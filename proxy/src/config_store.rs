@@ -185,13 +185,11 @@ impl ConfigStore {
     ) -> Result<(), StaticConfigError> {
         match result {
             Ok((snapshot, state)) => {
-                tracing::info!(
-                    path = %path.display(),
-                    version = %snapshot.version,
-                    "static config reloaded"
-                );
+                let version = snapshot.version.clone();
                 self.install(snapshot, Some((path.to_owned(), state)));
                 self.reloads.fetch_add(1, Ordering::Relaxed);
+                // Only once it is in force: whoever reads the log may rely on it.
+                tracing::info!(path = %path.display(), %version, "static config reloaded");
                 Ok(())
             }
             Err(error) => {

@@ -85,16 +85,19 @@ fn cluster(addrs: &[SocketAddr]) -> Arc<Cluster> {
     Arc::new(c)
 }
 
-/// A loopback port with nothing listening (bound, then closed).
-async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+/// A loopback address that refuses connections: bound but not listening, and held (keep
+/// the socket) so that no other test process can take the port meanwhile.
+async fn closed_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
 }
 
 #[tokio::test]
 async fn an_unreachable_endpoint_is_followed_by_the_next() {
     let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead = closed_port().await;
+    let (_held, dead) = closed_port().await;
     let c = cluster(&[dead, live.local_addr().unwrap()]);
     for _ in 0..4 {
         let upstream = connect(&c, dead).await.unwrap();
@@ -116,7 +119,7 @@ async fn an_unreachable_endpoint_is_followed_by_the_next() {
 
 #[tokio::test]
 async fn connect_failures_have_reasons() {
-    let dead = closed_port().await;
+    let (_held, dead) = closed_port().await;
     let err = connect(&cluster(&[dead]), dead).await.err().unwrap();
     assert_eq!(err.reason(), "connect_refused");
     let err = connect(&cluster(&[]), dead).await.err().unwrap();

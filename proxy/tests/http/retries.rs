@@ -6,10 +6,13 @@ use hyper::body::Bytes;
 
 use crate::harness::*;
 
-/// An address nothing listens on: bound, then closed.
-async fn closed_port() -> SocketAddr {
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    socket.local_addr().unwrap()
+/// An address that refuses connections: bound but not listening, and held (keep the
+/// socket) so that no other test process can take the port meanwhile.
+fn closed_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
 }
 
 fn routes(policy: &str) -> String {
@@ -107,7 +110,7 @@ async fn responses_outside_the_conditions_are_not_retried() {
 #[tokio::test]
 async fn a_connect_failure_is_retried_on_another_endpoint() {
     let app = Upstream::named("live").await;
-    let dead = closed_port().await;
+    let (_held, dead) = closed_port();
     let clusters = "- {name: app, lbPolicy: ROUND_ROBIN, endpoints: [\"{dead}\", \"{app}\"]}";
     let addrs = [("app", app.addr), ("dead", dead)];
     let with_retry = proxy(

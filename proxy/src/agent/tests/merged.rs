@@ -151,7 +151,7 @@ async fn several_targets_in_order_and_a_failing_one_is_skipped() {
         ("/broken", page(StatusCode::INTERNAL_SERVER_ERROR, "oops")),
     ])
     .await;
-    let refused = closed_port().await;
+    let (_held, refused) = closed_port().await;
     let (server, _agent, _calls) = agent(config(&[
         (app.port(), "/metrics"),
         (refused, "/metrics"),

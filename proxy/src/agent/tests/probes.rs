@@ -37,7 +37,7 @@ async fn http_probes_map_app_status_to_200_or_503() {
         ("/moved", page(StatusCode::FOUND, "")),
     ])
     .await;
-    let refused = closed_port().await;
+    let (_held, refused) = closed_port().await;
     let json = concat!(
         r#"{"/app-health/web/readyz":{"httpGet":{"path":"/ready","port":{app},"#,
         r#""httpHeaders":[{"name":"X-Probe","value":"yes"}]},"timeoutSeconds":3},"#,
@@ -319,7 +319,7 @@ fn tls_server_names() {
 #[tokio::test]
 async fn tcp_probes_connect() {
     let (_open, open) = silent_port().await;
-    let closed = closed_port().await;
+    let (_held, closed) = closed_port().await;
     let json = concat!(
         r#"{"/app-health/db/livez":{"tcpSocket":{"port":{open}},"timeoutSeconds":2},"#,
         r#""/app-health/db/readyz":{"tcpSocket":{"port":{closed}},"timeoutSeconds":2},"#,
@@ -343,7 +343,7 @@ async fn grpc_probes_check_health() {
     // Wire values: 0 UNKNOWN, 1 SERVING, 2 NOT_SERVING.
     let (grpc, grpc_task, mut asked) =
         grpc_server(vec![("", 1), ("payments", 2), ("starting", 0)]).await;
-    let closed = closed_port().await;
+    let (_held, closed) = closed_port().await;
     let json = concat!(
         r#"{"/app-health/api/readyz":{"grpc":{"port":{grpc},"service":null},"timeoutSeconds":2},"#,
         r#""/app-health/api/livez":{"grpc":{"port":{grpc},"service":"payments"},"timeoutSeconds":2},"#,

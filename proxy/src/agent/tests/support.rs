@@ -327,10 +327,13 @@ pub(super) async fn silent_port() -> (TcpListener, u16) {
     (listener, port)
 }
 
-/// A port nobody listens on (bound once, then released).
-pub(super) async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("address").port()
+/// A port that refuses connections: bound but not listening, and held (keep the socket)
+/// so that no other test process can take the port meanwhile.
+pub(super) async fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let port = socket.local_addr().expect("address").port();
+    (socket, port)
 }
 
 /// Callbacks of the agent's process control, observed by the test.

@@ -277,12 +277,7 @@ impl Proxy {
                     peer,
                     original_dst: original,
                 });
-                let version = match protocol {
-                    Protocol::Http1 => server::Version::Http1,
-                    Protocol::H2c => server::Version::H2c,
-                    _ => server::Version::Unknown,
-                };
-                return server::serve(conn, stream, first, version, stop).await;
+                return server::serve(conn, stream, first, stop).await;
             }
         };
         let pick = crate::route::pick_cluster(&tcp_proxy.cluster, crate::balance::random_u64());

@@ -3,6 +3,7 @@
 //!
 //! Traffic only ever goes to loopback or to addresses inside namespaces the test created.
 
+pub mod bench;
 pub mod mesh;
 pub mod net;
 pub mod netns;

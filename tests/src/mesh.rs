@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::binary;
-use crate::netns::Netns;
+use crate::netns::{Netns, PodPair};
 
 /// The proxy's user, as the injector sets it (`runAsUser: 1337`).
 pub const PROXY_UID: u32 = 1337;
@@ -161,6 +161,23 @@ pub fn spawn_proxy_as(pod: &Netns, args: &[String], workload: &str) -> Process {
         }
     });
     Process { child, log: rx }
+}
+
+/// Two pods with a default route (so service VIPs are routable before iptables rewrites
+/// them), and, when `meshed`, skiff-init applied with the arguments the injector wrote
+/// for the example's productpage (the pod) and reviews (the peer) Deployments.
+pub fn pod_pair(tag: &str, meshed: bool) -> PodPair {
+    let pair = PodPair::new(tag).expect("create the pod namespaces");
+    for ns in [&pair.pod, &pair.peer] {
+        ns.ip(&["route", "add", "default", "dev", "eth0"])
+            .expect("default route");
+    }
+    if meshed {
+        let manifest = examples_dir().join("reviews.yaml");
+        run_init(&pair.pod, &injected_init_args(&manifest, "productpage"));
+        run_init(&pair.peer, &injected_init_args(&manifest, "reviews"));
+    }
+    pair
 }
 
 /// Writes `text` to a fresh file readable by the proxy user.

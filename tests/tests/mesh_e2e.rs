@@ -75,15 +75,7 @@ fn greeter(mut stream: TcpStream) {
 }
 
 fn mesh(tag: &str) -> Mesh {
-    let pair = PodPair::new(tag).expect("pods");
-    for ns in [&pair.pod, &pair.peer] {
-        // Pods have a default route, so service VIPs are routable before iptables rewrites them.
-        ns.ip(&["route", "add", "default", "dev", "eth0"])
-            .expect("default route");
-    }
-    let manifest = examples_dir().join("reviews.yaml");
-    run_init(&pair.pod, &injected_init_args(&manifest, "productpage"));
-    run_init(&pair.peer, &injected_init_args(&manifest, "reviews"));
+    let pair = mesh::pod_pair(tag, true);
     app(&pair.peer, 9080, echo);
     app(&pair.peer, 9081, greeter);
     app(&pair.peer, 7070, echo);

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use skiff_tests::can_run_as_root;
 use skiff_tests::mesh::{
-    self, Process, app, examples_dir, get, injected_init_args, metric, run_init, start_proxy,
-    subset_cluster, write_config,
+    self, Process, app, get, metric, start_proxy, subset_cluster, write_config,
 };
 use skiff_tests::netns::PodPair;
 
@@ -40,14 +39,7 @@ fn routes() -> String {
 }
 
 fn mesh(tag: &str) -> Mesh {
-    let pair = PodPair::new(tag).expect("pods");
-    for ns in [&pair.pod, &pair.peer] {
-        ns.ip(&["route", "add", "default", "dev", "eth0"])
-            .expect("default route");
-    }
-    let manifest = examples_dir().join("reviews.yaml");
-    run_init(&pair.pod, &injected_init_args(&manifest, "productpage"));
-    run_init(&pair.peer, &injected_init_args(&manifest, "reviews"));
+    let pair = mesh::pod_pair(tag, true);
     // Pod B runs both versions, on two ports.
     app(&pair.peer, 9080, reviews_v1);
     app(&pair.peer, 9082, reviews_v2);

@@ -11,28 +11,18 @@ use std::task::{Context, Poll};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::forward::{self, Conn};
 
-/// The HTTP version detection found; `Unknown` lets hyper tell from the first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    Http1,
-    H2c,
-    Unknown,
-}
-
 /// Serves requests on `io` until the client closes, an error, or `stop` turns true and the
-/// graceful close completes. `first` holds what detection already read from `io`.
-pub async fn serve<S>(
-    conn: Arc<Conn>,
-    io: S,
-    first: Vec<u8>,
-    version: Version,
-    mut stop: watch::Receiver<bool>,
-) where
+/// graceful close completes. `first` holds what detection already read from `io`; hyper
+/// reads it again to tell HTTP/2's preface from an HTTP/1.1 request line, which costs
+/// nothing since those bytes are in memory.
+pub async fn serve<S>(conn: Arc<Conn>, io: S, first: Vec<u8>, mut stop: watch::Receiver<bool>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(Prefixed::new(first, io));
@@ -40,49 +30,16 @@ pub async fn serve<S>(
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(forward::handle(conn, request).await) }
     });
-    let result = match version {
-        Version::Http1 => {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(io, service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                r = connection.as_mut() => r,
-                _ = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            }
-        }
-        Version::H2c => {
-            let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .serve_connection(io, service);
-            tokio::pin!(connection);
-            tokio::select! {
-                r = connection.as_mut() => r,
-                _ = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            }
-        }
-        Version::Unknown => {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(connection);
-            let r = tokio::select! {
-                r = connection.as_mut() => r,
-                _ = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(err) = r {
-                tracing::debug!("HTTP connection ended: {err}");
-            }
-            return;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
     };
     if let Err(err) = result {

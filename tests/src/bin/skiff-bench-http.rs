@@ -10,9 +10,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use skiff_tests::bench::{median, pct};
 use skiff_tests::mesh::{
-    app, examples_dir, http_client_config, http_server_config, injected_init_args, run_init,
-    serve_http, start_proxy, subset_cluster, write_config,
+    app, http_client_config, http_server_config, pod_pair, serve_http, start_proxy, subset_cluster,
+    write_config,
 };
 use skiff_tests::netns::{Netns, PodPair};
 
@@ -83,10 +84,6 @@ fn one_connection(to: SocketAddr, count: usize) -> Vec<Duration> {
     out
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -98,14 +95,8 @@ fn main() {
     if !skiff_tests::can_run_as_root("skiff-bench-http") {
         std::process::exit(1);
     }
-    let manifest = examples_dir().join("reviews.yaml");
-    let mesh = PodPair::new("hmesh").unwrap();
-    let direct = PodPair::new("hdirect").unwrap();
-    for ns in [&mesh.pod, &mesh.peer, &direct.pod, &direct.peer] {
-        ns.ip(&["route", "add", "default", "dev", "eth0"]).unwrap();
-    }
-    run_init(&mesh.pod, &injected_init_args(&manifest, "productpage"));
-    run_init(&mesh.peer, &injected_init_args(&manifest, "reviews"));
+    let mesh = pod_pair("hmesh", true);
+    let direct = pod_pair("hdirect", false);
     app(&mesh.peer, 9080, reviews);
     app(&direct.peer, 9080, reviews);
     let dir = std::env::temp_dir().join(format!("skiff-bench-http-{}", std::process::id()));
@@ -146,10 +137,6 @@ fn main() {
     }
     mesh_lat.sort();
     direct_lat.sort();
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let (mr, dr) = (median(&mut mesh_rps), median(&mut direct_rps));
     println!(
         "small HTTP/1.1 GETs (~90 B request, 21 B body), {connections} keep-alive connections, closed loop, {} requests per round, {rounds} interleaved rounds",

@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use skiff_tests::bench::{median, pct};
 use skiff_tests::mesh::{
-    Service, client_config, examples_dir, injected_init_args, run_init, server_config, start_proxy,
-    write_config,
+    Service, client_config, pod_pair, server_config, start_proxy, write_config,
 };
 use skiff_tests::netns::{Netns, PodPair};
 
@@ -105,10 +105,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -120,14 +116,8 @@ fn main() {
     if !skiff_tests::can_run_as_root("skiff-bench-pair") {
         std::process::exit(1);
     }
-    let manifest = examples_dir().join("reviews.yaml");
-    let mesh = PodPair::new("bmesh").unwrap();
-    let direct = PodPair::new("bdirect").unwrap();
-    for ns in [&mesh.pod, &mesh.peer, &direct.pod, &direct.peer] {
-        ns.ip(&["route", "add", "default", "dev", "eth0"]).unwrap();
-    }
-    run_init(&mesh.pod, &injected_init_args(&manifest, "productpage"));
-    run_init(&mesh.peer, &injected_init_args(&manifest, "reviews"));
+    let mesh = pod_pair("bmesh", true);
+    let direct = pod_pair("bdirect", false);
     serve(&mesh.peer);
     serve(&direct.peer);
     let dir = std::env::temp_dir().join(format!("skiff-bench-{}", std::process::id()));
@@ -165,10 +155,6 @@ fn main() {
     let loaded_rss = (rss_kib(client.pid()), rss_kib(server.pid()));
     mesh_lat.sort();
     direct_lat.sort();
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let (mt, dt) = (median(&mut mesh_tput), median(&mut direct_tput));
     println!(
         "one TCP connection, {rounds} interleaved rounds; bulk {megabytes} MiB per run, {trips} round trips of {MESSAGE} B per run"

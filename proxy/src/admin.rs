@@ -135,6 +135,10 @@ pub struct Admin {
     /// `None` when the process was started without a reloadable filter: `/logging` then
     /// answers 501.
     pub log: Option<Arc<dyn LogControl>>,
+    /// The xDS client's state, when the configuration comes from a control plane: shown in
+    /// `/config_dump` under `xds`, and as the reason on `/ready` until the first complete
+    /// configuration.
+    pub xds: Option<Arc<crate::xds::status::XdsStatus>>,
 }
 
 /// Serves the admin endpoints on `listener` (bind it to 127.0.0.1:15000) until `shutdown`.
@@ -201,10 +205,15 @@ fn route(admin: &Admin, request: &Request<Incoming>, conn: &Conn) -> Reply {
         "/stats/prometheus" if read => prometheus_response(&admin.metrics, request),
         "/ready" if read => match admin.control.readiness().check() {
             Ok(()) => http::text(StatusCode::OK, "LIVE\n"),
-            Err(reason) => http::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{}\n", reason.server_state()),
-            ),
+            Err(reason) => {
+                let why = admin.xds.as_ref().and_then(|x| x.not_ready_reason());
+                let mut body = format!("{}\n", reason.server_state());
+                if let Some(why) = why {
+                    body.push_str(&why);
+                    body.push('\n');
+                }
+                http::text(StatusCode::SERVICE_UNAVAILABLE, body)
+            }
         },
         "/logging" if read || post => logging(admin, http::query_param(query, "level")),
         "/drain" | "/drain_listeners" if post => admin.control.drain_response(),
@@ -220,7 +229,21 @@ fn route(admin: &Admin, request: &Request<Incoming>, conn: &Conn) -> Reply {
 
 fn config_dump(admin: &Admin) -> Reply {
     let snapshot = (admin.snapshot)();
-    match serde_json::to_vec_pretty(&*snapshot) {
+    let mut dump = match serde_json::to_value(&*snapshot) {
+        Ok(v) => v,
+        Err(e) => {
+            return http::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the configuration could not be written as JSON: {e}\n"),
+            );
+        }
+    };
+    if let (Some(xds), Some(map)) = (&admin.xds, dump.as_object_mut())
+        && let Ok(view) = serde_json::to_value(xds.view())
+    {
+        map.insert("xds".to_owned(), view);
+    }
+    match serde_json::to_vec_pretty(&dump) {
         Ok(mut json) => {
             json.push(b'\n');
             http::response(StatusCode::OK, "application/json", json)

@@ -19,3 +19,4 @@ pub mod run;
 pub mod snapshot;
 pub mod static_config;
 pub mod tcp;
+pub mod xds;

@@ -254,6 +254,18 @@ impl Proxy {
                 &format!("no filter chain of {} matches {original}", target.name),
             );
         };
+        if chain.tls.is_some() {
+            // Never serve a chain that promises TLS as plaintext (istiod's mTLS chains);
+            // Skiff does not terminate TLS yet.
+            return self.refuse(
+                "tls_unsupported",
+                peer,
+                &format!(
+                    "filter chain {} terminates TLS, which Skiff does not do yet",
+                    chain.name
+                ),
+            );
+        }
         let tcp_proxy = match &chain.handler {
             Handler::Tcp(tcp) => tcp,
             Handler::Http(http) => {

@@ -59,6 +59,7 @@ fn tcp_chain(name: &str, cluster: &str, matcher: ChainMatch) -> FilterChain {
             cluster: ClusterChoice::Single(cluster.into()),
             idle_timeout: Duration::from_secs(60),
         }),
+        tls: None,
     }
 }
 

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use skiff_proxy::admin::{self, LogControl};
 use skiff_proxy::metrics::Workload;
 use skiff_proxy::run::{self, Exit, Options, Ports};
+use skiff_proxy::xds::client::{DEFAULT_WARMING_TIMEOUT, XdsAddress, XdsOptions};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, reload};
 
@@ -30,7 +31,7 @@ enum Command {
         #[arg(value_parser = ["sidecar"])]
         kind: String,
         #[command(flatten)]
-        args: ProxyArgs,
+        args: Box<ProxyArgs>,
     },
     /// Send a request to the local agent, e.g. `request --debug-port=15020 POST drain`.
     Request {
@@ -54,6 +55,28 @@ struct ProxyArgs {
     /// A static configuration file (Skiff's YAML), reloaded on change and on SIGHUP.
     #[arg(long, env = "SKIFF_CONFIG")]
     config: Option<PathBuf>,
+    /// The control plane, when there is no --config: `http://host:port` (plaintext),
+    /// `https://host:port` or `host:port` (TLS, istiod's 15012), `unix:/path`. Default: the
+    /// `discoveryAddress` of PROXY_CONFIG, else istiod.istio-system.svc:15012.
+    #[arg(long = "xds-address", env = "SKIFF_XDS_ADDRESS")]
+    xds_address: Option<String>,
+    /// `delta` (incremental xDS, istiod's default) or `sotw` (state of the world).
+    #[arg(long = "xds-protocol", env = "SKIFF_XDS_PROTOCOL", default_value = "delta", value_parser = ["delta", "sotw"])]
+    xds_protocol: String,
+    /// istiod's root certificate, for TLS addresses.
+    #[arg(
+        long = "xds-root-cert",
+        env = "SKIFF_XDS_ROOT_CERT",
+        default_value = "/var/run/secrets/istio/root-cert.pem"
+    )]
+    xds_root_cert: PathBuf,
+    /// The service-account token sent to istiod as `authorization: Bearer`.
+    #[arg(
+        long = "xds-token",
+        env = "SKIFF_XDS_TOKEN",
+        default_value = "/var/run/secrets/tokens/istio-token"
+    )]
+    xds_token: PathBuf,
     /// Seconds open connections may take to finish after SIGTERM before the proxy exits.
     #[arg(long, default_value_t = 30)]
     drain_timeout: u64,
@@ -79,7 +102,7 @@ struct ProxyArgs {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Proxy { args, .. } => proxy(args),
+        Command::Proxy { args, .. } => proxy(*args),
         Command::Request {
             debug_port,
             method,
@@ -117,6 +140,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// The control plane's address and the node identity, from the flags and the environment
+/// the injector set.
+fn xds_options(args: &ProxyArgs) -> anyhow::Result<XdsOptions> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let address = match &args.xds_address {
+        Some(a) => a.clone(),
+        None => env("PROXY_CONFIG")
+            .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
+            .and_then(|v| v.get("discoveryAddress")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "istiod.istio-system.svc:15012".to_owned()),
+    };
+    let address: XdsAddress = address.parse()?;
+    let node = skiff_proxy::xds::node::node(&env)?;
+    Ok(XdsOptions {
+        address,
+        delta: args.xds_protocol == "delta",
+        node,
+        root_cert: args.xds_root_cert.clone(),
+        token_file: Some(args.xds_token.clone()),
+        cluster_id: Some(env("ISTIO_META_CLUSTER_ID").unwrap_or_else(|| "Kubernetes".to_owned())),
+        warming_timeout: DEFAULT_WARMING_TIMEOUT,
+    })
+}
+
 /// The log filter from Istio's flags: `RUST_LOG` wins, then `--proxyLogLevel`.
 fn log_filter(args: &ProxyArgs) -> EnvFilter {
     if let Ok(filter) = EnvFilter::try_from_default_env() {
@@ -146,8 +193,20 @@ fn proxy(args: ProxyArgs) -> ExitCode {
     let workload_name = Some(env("ISTIO_META_WORKLOAD_NAME"))
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| env("POD_NAME"));
+    let xds = if args.config.is_some() {
+        None
+    } else {
+        match xds_options(&args) {
+            Ok(x) => Some(x),
+            Err(err) => {
+                tracing::error!("{err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let options = Options {
         config: args.config.clone(),
+        xds,
         ports: Ports::default(),
         drain_timeout: Duration::from_secs(args.drain_timeout),
         workload: Workload::new(&workload_name, &env("POD_NAMESPACE")),

@@ -72,6 +72,8 @@ pub mod reason {
     pub const NO_CHAIN: &str = "no_chain";
     /// SO_ORIGINAL_DST could not be read for a redirected connection.
     pub const ORIGINAL_DST: &str = "original_dst";
+    /// A chain or an endpoint needs TLS, which Skiff does not terminate or originate yet.
+    pub const TLS_UNSUPPORTED: &str = "tls_unsupported";
 }
 
 /// Which side of a connection reports a metric, as Istio's `reporter` label says it: the

@@ -24,6 +24,8 @@ use crate::metrics::{
 };
 use crate::snapshot::Direction;
 use crate::tcp::End;
+use crate::xds::client::XdsOptions;
+use crate::xds::status::XdsStatus;
 
 /// The sidecar's ports (Istio's numbers by default).
 #[derive(Debug, Clone, Copy)]
@@ -50,8 +52,10 @@ impl Default for Ports {
 }
 
 pub struct Options {
-    /// A static configuration file; without one the proxy waits for configuration (xDS).
+    /// A static configuration file; without one the configuration comes from `xds`.
     pub config: Option<PathBuf>,
+    /// The control plane, when there is no static file.
+    pub xds: Option<XdsOptions>,
     pub ports: Ports,
     /// How long open connections may take to finish after SIGTERM or a drain.
     pub drain_timeout: Duration,
@@ -245,6 +249,11 @@ pub async fn run(options: Options) -> Result<Exit, RunError> {
         metrics.clone(),
         servers_down(),
     ));
+    let xds_status = options
+        .xds
+        .as_ref()
+        .filter(|_| options.config.is_none())
+        .map(|x| Arc::new(XdsStatus::new(&x.address.to_string(), x.delta, &metrics)));
     let admin_socket = bind(SocketAddr::from(([127, 0, 0, 1], ports.admin))).await?;
     let snapshot_for_admin = store.clone();
     let admin_state = Arc::new(Admin {
@@ -252,6 +261,7 @@ pub async fn run(options: Options) -> Result<Exit, RunError> {
         metrics: metrics.clone(),
         control: control.clone(),
         log: options.log.clone(),
+        xds: xds_status.clone(),
     });
     tokio::spawn(admin::serve_admin(
         admin_socket,
@@ -272,6 +282,16 @@ pub async fn run(options: Options) -> Result<Exit, RunError> {
 
     if let Some(path) = options.config.clone() {
         tokio::spawn(store.clone().watch_file(path, servers_down()));
+    } else if let (Some(xds), Some(status)) = (options.xds, xds_status) {
+        let (stop, stopped) = watch::channel(false);
+        let down = servers_down();
+        tokio::spawn(async move {
+            down.await;
+            let _ = stop.send(true);
+        });
+        tokio::spawn(crate::xds::client::run(xds, store.clone(), status, stopped));
+    } else {
+        tracing::warn!("no static config and no control plane: the proxy will never be ready");
     }
     tracing::info!(?ports, "skiff-proxy listening");
     let mut status = store.subscribe();

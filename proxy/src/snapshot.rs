@@ -139,6 +139,45 @@ pub struct FilterChain {
     pub name: String,
     pub matcher: ChainMatch,
     pub handler: Handler,
+    /// TLS the chain terminates (istiod's mTLS chains). Recorded so that such a chain is
+    /// never served as plaintext: until Skiff terminates TLS itself, connections that
+    /// select it are closed with reason `tls_unsupported`.
+    pub tls: Option<DownstreamTls>,
+}
+
+/// A chain's `DownstreamTlsContext`, as far as Skiff reads it today.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DownstreamTls {
+    pub require_client_certificate: bool,
+    pub alpn: Vec<String>,
+    /// SDS secret names (istiod: `default` for the certificate, `ROOTCA` for validation).
+    pub certificate_secret: Option<String>,
+    pub validation_secret: Option<String>,
+}
+
+/// A cluster's `UpstreamTlsContext`, as far as Skiff reads it today.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UpstreamTls {
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
+    /// SANs the server certificate must carry (exact match), e.g.
+    /// `spiffe://cluster.local/ns/default/sa/bookinfo-details`.
+    pub subject_alt_names: Vec<String>,
+    pub certificate_secret: Option<String>,
+    pub validation_secret: Option<String>,
+}
+
+/// Whether connections to a cluster's endpoints must use TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamTransport {
+    #[default]
+    Plaintext,
+    /// Every endpoint (a `transport_socket` with TLS).
+    Tls(UpstreamTls),
+    /// Istio's auto-mTLS (`transport_socket_matches` on `tlsMode: istio`): endpoints whose
+    /// metadata says `tlsMode: istio` use TLS, the others plaintext.
+    IstioAuto(UpstreamTls),
 }
 
 /// Envoy's FilterChainMatch: every field that is set must match; empty lists match all.
@@ -352,6 +391,10 @@ pub struct Cluster {
     #[serde(with = "duration_ms")]
     pub http_idle_timeout: Duration,
     pub retry_budget: RetryBudget,
+    /// TLS towards the endpoints. Until Skiff originates TLS itself, a connection that would
+    /// need it fails (TCP: reason `tls_unsupported`; HTTP: 503 `UF`) rather than leaving as
+    /// plaintext.
+    pub transport: UpstreamTransport,
     /// Round-robin position; shared by the connections of this snapshot.
     #[serde(skip)]
     pub next: AtomicUsize,
@@ -360,6 +403,18 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Whether connecting to endpoint `index` (None: the original destination) would need
+    /// TLS.
+    pub fn needs_tls(&self, index: Option<usize>) -> bool {
+        match &self.transport {
+            UpstreamTransport::Plaintext => false,
+            UpstreamTransport::Tls(_) => true,
+            UpstreamTransport::IstioAuto(_) => index
+                .and_then(|i| self.endpoints.get(i))
+                .is_some_and(|e| e.tls_mode_istio),
+        }
+    }
+
     pub fn new(name: impl Into<String>, discovery: Discovery, endpoints: Vec<Endpoint>) -> Cluster {
         Cluster {
             name: name.into(),
@@ -371,6 +426,7 @@ impl Cluster {
             protocol: UpstreamProtocol::Downstream,
             http_idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
             retry_budget: RetryBudget::default(),
+            transport: UpstreamTransport::Plaintext,
             next: AtomicUsize::new(0),
             load: ClusterLoad::default(),
         }
@@ -381,6 +437,10 @@ impl Cluster {
 pub struct Endpoint {
     pub address: SocketAddr,
     pub weight: u32,
+    /// The endpoint's `tlsMode` metadata is `istio` (it has a sidecar that speaks mTLS).
+    pub tls_mode_istio: bool,
+    /// `region/zone/sub_zone`, when the control plane said; shown in /config_dump.
+    pub locality: Option<String>,
     /// Connections open to this endpoint now (for least-request).
     #[serde(skip)]
     pub active: AtomicU64,
@@ -391,6 +451,8 @@ impl Endpoint {
         Endpoint {
             address,
             weight: 1,
+            tls_mode_istio: false,
+            locality: None,
             active: AtomicU64::new(0),
         }
     }

@@ -22,6 +22,10 @@ pub enum ConnectError {
     BlackHole(String),
     #[error("connecting to {addr} timed out")]
     Timeout { addr: SocketAddr },
+    /// The endpoint must be reached over TLS (istiod's auto-mTLS), which Skiff does not
+    /// originate yet: refused rather than sent in plaintext.
+    #[error("cluster {cluster} requires TLS to {addr}, which Skiff does not originate yet")]
+    TlsRequired { cluster: String, addr: SocketAddr },
     #[error("connecting to {addr}: {source}")]
     Failed {
         addr: SocketAddr,
@@ -36,6 +40,7 @@ impl ConnectError {
             ConnectError::NoEndpoint(_) => "no_endpoint",
             ConnectError::BlackHole(_) => "blackhole",
             ConnectError::Timeout { .. } => "connect_timeout",
+            ConnectError::TlsRequired { .. } => "tls_unsupported",
             ConnectError::Failed { source, .. }
                 if source.kind() == io::ErrorKind::ConnectionRefused =>
             {
@@ -77,6 +82,12 @@ pub async fn connect(
     match cluster.discovery {
         Discovery::BlackHole => Err(ConnectError::BlackHole(cluster.name.clone())),
         Discovery::OriginalDst => {
+            if cluster.needs_tls(None) {
+                return Err(ConnectError::TlsRequired {
+                    cluster: cluster.name.clone(),
+                    addr: original,
+                });
+            }
             let stream = dial(original, &cluster.upstream_bind, deadline).await?;
             Ok(Upstream {
                 stream,
@@ -92,6 +103,13 @@ pub async fn connect(
             let mut last = None;
             for index in order {
                 let endpoint = &cluster.endpoints[index];
+                if cluster.needs_tls(Some(index)) {
+                    last = Some(ConnectError::TlsRequired {
+                        cluster: cluster.name.clone(),
+                        addr: endpoint.address,
+                    });
+                    continue;
+                }
                 endpoint.active.fetch_add(1, Ordering::Relaxed);
                 let guard = ActiveGuard {
                     cluster: cluster.clone(),

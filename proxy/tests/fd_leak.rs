@@ -107,6 +107,7 @@ async fn ten_thousand_connections_leak_no_descriptor() {
                 cluster: ClusterChoice::Single(PASSTHROUGH_CLUSTER.into()),
                 idle_timeout: Duration::from_secs(60),
             }),
+            tls: None,
         }),
     }));
     let passthrough = Cluster::new(PASSTHROUGH_CLUSTER, Discovery::OriginalDst, vec![]);

@@ -7,6 +7,8 @@ pub mod bench;
 pub mod mesh;
 pub mod net;
 pub mod netns;
+pub mod xds_resources;
+pub mod xds_server;
 
 use std::path::PathBuf;
 

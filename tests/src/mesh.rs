@@ -134,6 +134,57 @@ pub fn spawn_proxy(pod: &Netns, args: &[String]) -> Process {
 /// [`spawn_proxy`] with the pod identity the injector would set for `workload` in the
 /// `demo` namespace (it labels the proxy's metrics).
 pub fn spawn_proxy_as(pod: &Netns, args: &[String], workload: &str) -> Process {
+    spawn_proxy_with(pod, args, workload, &[])
+}
+
+/// A proxy in `pod` configured by the control plane at `xds` (e.g. `http://127.0.0.1:15010`)
+/// over `protocol` (`delta` or `sotw`), as a pod of `workload` with address `ip`, with the
+/// environment the injector gives it; waits until it is ready.
+pub fn start_xds_proxy(
+    pod: &Netns,
+    xds: &str,
+    protocol: &str,
+    workload: &str,
+    ip: std::net::IpAddr,
+) -> Process {
+    let process = spawn_xds_proxy(pod, xds, protocol, workload, ip);
+    if let Err(err) = process.wait_for_log("skiff-proxy ready", Duration::from_secs(15)) {
+        panic!("proxy in {} did not become ready: {err}", pod.name());
+    }
+    process
+}
+
+/// [`start_xds_proxy`] without waiting for readiness.
+pub fn spawn_xds_proxy(
+    pod: &Netns,
+    xds: &str,
+    protocol: &str,
+    workload: &str,
+    ip: std::net::IpAddr,
+) -> Process {
+    let args = [
+        format!("--xds-address={xds}"),
+        format!("--xds-protocol={protocol}"),
+    ];
+    spawn_proxy_with(pod, &args, workload, &xds_env(workload, ip))
+}
+
+/// The environment the injector gives the proxy container (downward API values).
+fn xds_env(workload: &str, ip: std::net::IpAddr) -> [(&'static str, String); 4] {
+    [
+        ("POD_NAME", format!("{workload}-7d4f8b9c5-x2k4p")),
+        ("INSTANCE_IP", ip.to_string()),
+        ("SERVICE_ACCOUNT", format!("bookinfo-{workload}")),
+        ("ISTIO_META_CLUSTER_ID", "Kubernetes".to_owned()),
+    ]
+}
+
+fn spawn_proxy_with(
+    pod: &Netns,
+    args: &[String],
+    workload: &str,
+    env: &[(&str, String)],
+) -> Process {
     let uid = PROXY_UID.to_string();
     let mut cmd = pod.command("setpriv");
     cmd.args([
@@ -148,6 +199,7 @@ pub fn spawn_proxy_as(pod: &Netns, args: &[String], workload: &str) -> Process {
     .env("RUST_LOG", "info")
     .env("ISTIO_META_WORKLOAD_NAME", workload)
     .env("POD_NAMESPACE", "demo")
+    .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start skiff-proxy");

@@ -60,6 +60,20 @@ impl Netns {
         self.run_as(None, f)
     }
 
+    /// Starts `f` on a thread inside the namespace and returns at once (background traffic
+    /// while the test does something else).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns file");
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+    }
+
     /// Like [`Netns::run`], with the thread's credentials switched to `owner` (uid, gid)
     /// first: iptables' owner match reads them from the socket, which records them when it
     /// is created. Raw syscalls change only the calling thread, not the test process.

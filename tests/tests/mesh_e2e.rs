@@ -220,17 +220,33 @@ fn readiness_waits_for_configuration() {
     let (status, _) = get(&mesh.pair.pod, 15021, "/healthz/ready");
     assert_eq!(status, 200, "ready with its config loaded");
 
-    // A proxy with no configuration yet (no file; a control plane would send it) listens
-    // but is not ready.
+    // A proxy whose control plane cannot be reached listens but is not ready, and says why.
     let lone = Netns::new("noconfig").unwrap();
-    let waiting = spawn_proxy(&lone, &[]);
+    let xds = "http://127.0.0.1:15011";
+    let waiting = mesh::spawn_xds_proxy(&lone, xds, "delta", "lone", PodPair::POD_V4.into());
     waiting
         .wait_for_log("skiff-proxy listening", Duration::from_secs(10))
         .unwrap();
+    waiting
+        .wait_for_log("serving the last configuration", Duration::from_secs(10))
+        .expect("the failed connection is logged");
     let (status, body) = get(&lone, 15021, "/healthz/ready");
     assert_eq!(status, 503, "{body}");
     assert!(body.to_lowercase().contains("config"), "says why: {body}");
+    let (status, body) = get(&lone, 15000, "/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("waiting for the control plane at http://127.0.0.1:15011"),
+        "{body}"
+    );
     drop(waiting);
+
+    // Without the pod identity the injector provides, the proxy cannot ask for
+    // configuration: it stops at once, naming the variable.
+    let anonymous = spawn_proxy(&lone, &[format!("--xds-address={xds}")]);
+    anonymous
+        .wait_for_log("POD_NAME", Duration::from_secs(10))
+        .expect("the missing variable is named");
 
     // A configuration that cannot be read is refused at start, naming the file.
     let missing = mesh.dir.join("does-not-exist.yaml");

@@ -41,6 +41,7 @@ fn snapshot() -> Snapshot {
                 cluster: ClusterChoice::Single(cluster.name.clone()),
                 idle_timeout: Duration::from_secs(3600),
             }),
+            tls: None,
         }],
         default_chain: None,
     };
@@ -94,6 +95,7 @@ fn admin_with(readiness: Arc<Readiness>, log: Option<Arc<dyn LogControl>>) -> (A
         metrics: Arc::new(ProxyMetrics::new()),
         control,
         log,
+        xds: None,
     };
     (admin, calls)
 }
@@ -134,6 +136,7 @@ async fn config_dump_follows_the_swap() {
         metrics: Arc::new(ProxyMetrics::new()),
         control,
         log: None,
+        xds: None,
     };
     let server = start_admin(admin).await;
     swap.store(Arc::new(Snapshot {

@@ -274,6 +274,8 @@ enum Failure {
         exhausted: bool,
     },
     RouteTimeout,
+    /// The endpoint needs TLS, which Skiff does not originate yet (never sent in plaintext).
+    TlsRequired,
     /// The stream idle timeout fired before the response; `request_done` tells whether the
     /// client was still sending (408) or the upstream still thinking (504).
     Idle {
@@ -296,6 +298,12 @@ impl Failure {
                 NO_HEALTHY_UPSTREAM,
                 ResponseFlags::NO_HEALTHY_UPSTREAM,
                 "no_healthy_upstream",
+            ),
+            Failure::TlsRequired => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                CONNECT_FAILED,
+                ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+                "upstream_tls_not_supported",
             ),
             Failure::Connect { exhausted } => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -421,6 +429,9 @@ impl Attempts<'_> {
             else {
                 break Err(Failure::NoHealthyUpstream);
             };
+            if self.cluster.needs_tls(index) {
+                break Err(Failure::TlsRequired);
+            }
             in_flight.at_endpoint(index);
             tried.extend(index);
             let target = Target {

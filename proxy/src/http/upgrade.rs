@@ -38,6 +38,15 @@ pub(super) async fn forward(
             "no_healthy_upstream",
         );
     };
+    if cluster.needs_tls(index) {
+        return reply(
+            record,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            "upstream_tls_not_supported",
+        );
+    }
     in_flight.at_endpoint(index);
     let target = Target {
         addr,

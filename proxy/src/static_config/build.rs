@@ -281,6 +281,7 @@ fn listener(
         name: DEFAULT_CHAIN.to_owned(),
         matcher: ChainMatch::default(),
         handler,
+        tls: None,
     });
     let listener = Listener {
         name: head.name,
@@ -421,6 +422,7 @@ fn chains(
             name,
             matcher,
             handler,
+            tls: None,
         });
     }
     Ok((chains, skip_ports))

@@ -22,3 +22,18 @@ pub mod type_url {
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 }
+
+#[cfg(test)]
+mod tests {
+    /// The README promises the full list of typed configs Skiff accepts without honouring.
+    #[test]
+    fn readme_lists_every_ignored_type() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        for t in super::translate::IGNORED_TYPES {
+            assert!(
+                readme.contains(&format!("`{t}`")),
+                "README.md does not list the ignored type {t}"
+            );
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod mesh;
 pub mod net;
 pub mod netns;
+pub mod xds_mesh;
 pub mod xds_resources;
 pub mod xds_server;
 

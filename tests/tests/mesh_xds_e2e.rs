@@ -14,14 +14,10 @@ use std::time::Duration;
 use skiff_tests::can_run_as_root;
 use skiff_tests::mesh::{self, Process, app, get, start_xds_proxy};
 use skiff_tests::netns::PodPair;
-use skiff_tests::xds_resources::{
-    cookie_route, eds_cluster, endpoints, http_listener, passthrough_clusters, route_config,
-    route_to, static_inbound_cluster, vhost, virtual_inbound, virtual_outbound,
-};
+use skiff_tests::xds_mesh::{self, V1, V2, peer};
+use skiff_tests::xds_resources::{endpoints, http_listener, route_config, route_to, vhost};
 use skiff_tests::xds_server::{XdsServer, type_url};
 
-const V1: &str = "outbound|9080|v1|reviews.default.svc.cluster.local";
-const V2: &str = "outbound|9080|v2|reviews.default.svc.cluster.local";
 const PATIENCE: Duration = Duration::from_secs(15);
 
 struct Mesh {
@@ -51,52 +47,6 @@ fn reviews_v1b(stream: TcpStream) {
     mesh::serve_http(stream, "reviews-v1b");
 }
 
-fn peer(port: u16) -> SocketAddr {
-    SocketAddr::from((PodPair::PEER_V4, port))
-}
-
-/// The routes of the seeds: `cookie: group=dev` to v2, everyone else to v1.
-fn canary_routes() -> (String, envoy_types::pb::google::protobuf::Any) {
-    route_config(
-        "9080",
-        vec![vhost(
-            "reviews.default.svc.cluster.local:9080",
-            &["reviews", "reviews:9080", "10.96.0.7", "10.96.0.7:9080"],
-            vec![cookie_route(".*group=dev.*", V2), route_to(V1)],
-        )],
-    )
-}
-
-/// What both proxies get (the server serves one configuration to every node): the client
-/// pod uses the outbound part, the server pod the inbound part.
-fn configure(server: &XdsServer) {
-    let mut clusters = vec![
-        eds_cluster(V1),
-        eds_cluster(V2),
-        static_inbound_cluster(9080),
-        static_inbound_cluster(9082),
-        static_inbound_cluster(9083),
-    ];
-    clusters.extend(passthrough_clusters());
-    server.set(type_url::CLUSTER, clusters);
-    server.set(
-        type_url::ENDPOINT,
-        vec![
-            endpoints(V1, &[(peer(9080), 1)]),
-            endpoints(V2, &[(peer(9082), 1)]),
-        ],
-    );
-    server.set(
-        type_url::LISTENER,
-        vec![
-            virtual_outbound(),
-            virtual_inbound(&[9080, 9082, 9083]),
-            http_listener(9080),
-        ],
-    );
-    server.set(type_url::ROUTE, vec![canary_routes()]);
-}
-
 fn mesh(tag: &str, protocol: &str) -> Mesh {
     let pair = mesh::pod_pair(tag, true);
     app(&pair.peer, 9080, reviews_v1);
@@ -104,17 +54,10 @@ fn mesh(tag: &str, protocol: &str) -> Mesh {
     app(&pair.peer, 9083, reviews_v1b);
     // One control plane for both pods: a listening socket keeps the namespace it was bound
     // in, so each pod reaches the server on its own 127.0.0.1:15010.
-    let listeners: Vec<std::net::TcpListener> = [&pair.pod, &pair.peer]
-        .into_iter()
-        .map(|ns| {
-            ns.run(|| std::net::TcpListener::bind("127.0.0.1:15010"))
-                .expect("xDS listener")
-        })
-        .collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = rt.block_on(XdsServer::start(listeners));
-    configure(&server);
-    let xds = "http://127.0.0.1:15010";
+    let server = xds_mesh::serve(&pair, &rt);
+    xds_mesh::configure(&server);
+    let xds = xds_mesh::XDS_ADDRESS;
     let client_proxy = Some(start_xds_proxy(
         &pair.pod,
         xds,
@@ -168,11 +111,13 @@ fn call(mesh: &Mesh, cookie: Option<&'static str>) -> Result<String, String> {
         let cookie = cookie
             .map(|c| format!("cookie: {c}\r\n"))
             .unwrap_or_default();
-        write!(
-            stream,
+        // One write: split writes would wait on Nagle's algorithm.
+        let request = format!(
             "GET /reviews/1 HTTP/1.1\r\nhost: reviews:9080\r\nconnection: close\r\n{cookie}\r\n"
-        )
-        .map_err(|e| e.to_string())?;
+        );
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| e.to_string())?;
         let mut reply = String::new();
         stream
             .read_to_string(&mut reply)

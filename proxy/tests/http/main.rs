@@ -9,3 +9,4 @@ mod retries;
 mod routing;
 mod streaming;
 mod timeouts;
+mod tls;

@@ -212,11 +212,20 @@ fn proxy(args: ProxyArgs) -> ExitCode {
         workload: Workload::new(&workload_name, &env("POD_NAMESPACE")),
         log: Some(Arc::new(handle) as Arc<dyn LogControl>),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.concurrency.max(1))
-        .enable_all()
-        .build()
-    {
+    // One worker: a current-thread runtime, which spares the work-stealing scheduler's
+    // cross-thread wake-ups (the proxy then runs on exactly one core, like Envoy with
+    // --concurrency 1).
+    let runtime = if args.concurrency <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.concurrency)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(err) => {
             eprintln!("Error: cannot start the runtime: {err}");

@@ -196,9 +196,14 @@ impl Cache {
             self.remove(kind, &gone);
         }
         self.remove(kind, removed);
+        let mut services = BTreeSet::new();
         for (name, version, value) in translated {
+            if matches!(value, Translated::Endpoints(_)) {
+                services.insert(name.clone());
+            }
             self.insert(name, version, value);
         }
+        self.invalidate_services(&services);
         self.received.insert(kind);
         Ok(())
     }
@@ -222,8 +227,9 @@ impl Cache {
                 self.dns.remove(&name);
                 self.clusters.insert(name, Entry { version, value: *c });
             }
+            // Clusters that load these endpoints are invalidated by the caller, once for the
+            // whole push.
             Translated::Endpoints(e) => {
-                self.invalidate_service(&name);
                 self.endpoints.insert(name, Entry { version, value: e });
             }
         }
@@ -244,19 +250,25 @@ impl Cache {
                     self.dns.remove(name);
                 }
                 _ => {
-                    self.invalidate_service(name);
+                    self.invalidate_services(&BTreeSet::from([name.clone()]));
                     self.endpoints.remove(name);
                 }
             }
         }
     }
 
-    /// Forgets built clusters that load endpoints from EDS service `service`.
-    fn invalidate_service(&mut self, service: &str) {
+    /// Forgets built clusters that load endpoints from one of the EDS `services`: one pass
+    /// over the clusters for a whole push, not one per endpoint resource.
+    fn invalidate_services(&mut self, services: &BTreeSet<String>) {
+        if services.is_empty() {
+            return;
+        }
         let stale: Vec<String> = self
             .clusters
             .iter()
-            .filter(|(_, e)| matches!(&e.value.source, ClusterSource::Eds { service_name } if service_name == service))
+            .filter(|(_, e)| {
+                matches!(&e.value.source, ClusterSource::Eds { service_name } if services.contains(service_name))
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for name in stale {

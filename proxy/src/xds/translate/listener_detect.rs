@@ -176,9 +176,18 @@ impl PortSet {
         self.0.iter().all(|w| *w == u64::MAX)
     }
 
+    /// The ports in the set, word by word: a listener with inspectors is translated on
+    /// every push, and istiod sends hundreds of listeners.
     fn ports(&self) -> Vec<u16> {
-        (0..=u16::MAX)
-            .filter(|p| self.0[usize::from(*p) / 64] & (1 << (p % 64)) != 0)
-            .collect()
+        let mut out = Vec::new();
+        for (i, &word) in self.0.iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                let bit = rest.trailing_zeros() as usize;
+                out.push((i * 64 + bit) as u16);
+                rest &= rest - 1;
+            }
+        }
+        out
     }
 }

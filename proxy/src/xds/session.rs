@@ -4,8 +4,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use envoy_types::pb::google::rpc::Status;
+use tokio::sync::mpsc;
 
 use super::cache::{Rejection, TYPES};
+use super::client::{Core, XdsError, until};
 
 /// The names subscribed to, per type (route tables and endpoints; listeners and clusters
 /// are wildcard subscriptions).
@@ -37,6 +39,32 @@ impl Subscriptions {
             .get(kind)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Runs a stream to its end: each response goes through `handle`, whose requests (the ACK
+/// or NACK and new subscriptions) are sent before the next response is read; between
+/// responses, what falls due without a push (warming timeout, DNS refresh) is done.
+pub(super) async fn drive<Req, Resp>(
+    mut responses: tonic::Streaming<Resp>,
+    requests: &mpsc::Sender<Req>,
+    core: &mut Core,
+    mut handle: impl FnMut(&mut Core, Resp) -> Vec<Req>,
+) -> Result<(), XdsError> {
+    loop {
+        let response = tokio::select! {
+            message = responses.message() => match message? {
+                Some(r) => r,
+                None => return Ok(()),
+            },
+            _ = until(core.next_deadline()) => {
+                core.on_deadline().await;
+                continue;
+            }
+        };
+        for request in handle(core, response) {
+            requests.send(request).await.map_err(|_| XdsError::Closed)?;
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::cache::Incoming;
-use super::client::{Core, XdsError, XdsOptions, authenticate, until};
-use super::session::{Subscriptions, known_type, nack_status, rejection_message};
+use super::client::{Core, XdsError, XdsOptions, authenticate};
+use super::session::{Subscriptions, drive, known_type, nack_status, rejection_message};
 use super::type_url;
 
 type Client = envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient<tonic::transport::Channel>;
@@ -60,25 +60,14 @@ pub(super) async fn session(
     }
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     authenticate(options, &mut request);
-    let mut responses = client
+    let responses = client
         .stream_aggregated_resources(request)
         .await?
         .into_inner();
-    loop {
-        let response = tokio::select! {
-            message = responses.message() => match message? {
-                Some(r) => r,
-                None => return Ok(()),
-            },
-            _ = until(core.next_deadline()) => {
-                core.on_deadline().await;
-                continue;
-            }
-        };
-        for request in handle(core, &mut subscriptions, &mut versions, response) {
-            tx.send(request).await.map_err(|_| XdsError::Closed)?;
-        }
-    }
+    drive(responses, &tx, core, |core, response| {
+        handle(core, &mut subscriptions, &mut versions, response)
+    })
+    .await
 }
 
 fn handle(

@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -83,8 +83,13 @@ impl Timers {
 pub struct ResponseBody {
     inner: ProxyBody,
     record: Record,
-    deadline: Option<Pin<Box<Sleep>>>,
-    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    deadline: Option<Instant>,
+    idle: Option<Duration>,
+    /// Since when the body has been waiting for its next frame.
+    waiting_since: Option<Instant>,
+    /// Armed only when the body has to wait: a response whose frames are there when hyper
+    /// asks (most small ones) never touches the timer wheel.
+    timer: Option<Pin<Box<Sleep>>>,
     _in_flight: Option<InFlight>,
 }
 
@@ -98,10 +103,10 @@ impl ResponseBody {
         ResponseBody {
             inner,
             record,
-            deadline: timers
-                .deadline
-                .map(|d| Box::pin(tokio::time::sleep_until(d))),
-            idle: timers.idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+            deadline: timers.deadline,
+            idle: timers.idle,
+            waiting_since: None,
+            timer: None,
             _in_flight: in_flight,
         }
     }
@@ -111,6 +116,40 @@ impl ResponseBody {
         self.record.details = details;
         self.record.finish();
         error
+    }
+
+    /// While the body waits: arms the timer for the earlier of the route deadline and the
+    /// end of the idle period; the error to end the stream with once it fires.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Option<BoxError> {
+        let now = Instant::now();
+        let since = *self.waiting_since.get_or_insert(now);
+        let idle_due = self.idle.map(|p| since + p);
+        let due = match (self.deadline, idle_due) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        Some(if self.deadline.is_some_and(|d| d <= Instant::now()) {
+            self.fail(
+                ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+                "response_timeout",
+                Ended::Timeout.into(),
+            )
+        } else {
+            self.fail(
+                ResponseFlags::STREAM_IDLE_TIMEOUT,
+                "stream_idle_timeout",
+                Ended::Idle.into(),
+            )
+        })
     }
 }
 
@@ -131,29 +170,23 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(deadline) = &mut this.deadline
-            && deadline.as_mut().poll(cx).is_ready()
-        {
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                return match this.poll_timers(cx) {
+                    Some(e) => Poll::Ready(Some(Err(e))),
+                    None => Poll::Pending,
+                };
+            }
+        };
+        this.waiting_since = None;
+        if this.deadline.is_some_and(|d| d <= Instant::now()) {
             let e = this.fail(
                 ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
                 "response_timeout",
                 Ended::Timeout.into(),
             );
             return Poll::Ready(Some(Err(e)));
-        }
-        if let Some((_, idle)) = &mut this.idle
-            && idle.as_mut().poll(cx).is_ready()
-        {
-            let e = this.fail(
-                ResponseFlags::STREAM_IDLE_TIMEOUT,
-                "stream_idle_timeout",
-                Ended::Idle.into(),
-            );
-            return Poll::Ready(Some(Err(e)));
-        }
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let Some((period, idle)) = &mut this.idle {
-            idle.as_mut().reset(Instant::now() + *period);
         }
         match frame {
             Some(Ok(frame)) => {

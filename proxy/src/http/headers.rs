@@ -131,15 +131,21 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
 pub fn request_id(high: u64, low: u64) -> HeaderValue {
     let high = (high & !0xf000) | 0x4000; // version 4
     let low = (low & !(0b11 << 62)) | (0b10 << 62); // RFC 4122 variant
-    let text = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        high >> 32,
-        (high >> 16) & 0xffff,
-        high & 0xffff,
-        low >> 48,
-        low & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("-"))
+    // Written into a stack buffer: one per request, so no formatting machinery.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 36];
+    let mut at = 0;
+    for (word, nibbles) in [(high, 16), (low, 16)] {
+        for i in (0..nibbles).rev() {
+            if matches!(at, 8 | 13 | 18 | 23) {
+                text[at] = b'-';
+                at += 1;
+            }
+            text[at] = HEX[((word >> (i * 4)) & 0xf) as usize];
+            at += 1;
+        }
+    }
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// Applies one level of header mutations to a request's headers: removals, then

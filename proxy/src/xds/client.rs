@@ -27,6 +27,8 @@ pub const DEFAULT_WARMING_TIMEOUT: Duration = Duration::from_secs(15);
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after a configuration change freed memory is returned to the kernel.
+const TRIM_DELAY: Duration = Duration::from_secs(1);
 
 /// Where the control plane is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +310,8 @@ pub(super) struct Core {
     generation: u64,
     /// When each DNS cluster is due for resolution.
     dns_due: Option<Instant>,
+    /// When to hand memory freed by replaced configurations back to the kernel.
+    trim_due: Option<Instant>,
     pub pushes_this_session: u64,
 }
 
@@ -322,6 +326,7 @@ impl Core {
             warming_timeout,
             generation: 0,
             dns_due: None,
+            trim_due: None,
             pushes_this_session: 0,
         }
     }
@@ -361,6 +366,9 @@ impl Core {
         self.generation += 1;
         let snapshot = self.cache.assemble(format!("xds-{}", self.generation));
         self.store.replace(snapshot);
+        // Off the apply path, and once for a burst of pushes.
+        self.trim_due
+            .get_or_insert_with(|| Instant::now() + TRIM_DELAY);
         if !self.published {
             let c = self.cache.counts();
             tracing::info!(
@@ -385,15 +393,19 @@ impl Core {
             .pending_since
             .filter(|_| self.published)
             .map(|since| since + self.warming_timeout);
-        match (warming, self.dns_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [warming, self.dns_due, self.trim_due]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Does what is due at the deadline.
     pub async fn on_deadline(&mut self) {
         let now = Instant::now();
+        if self.trim_due.is_some_and(|due| due <= now) {
+            self.trim_due = None;
+            release_freed_memory();
+        }
         if self.dns_due.is_some_and(|due| due <= now) {
             let clusters = self.cache.dns_clusters();
             let mut changed = false;
@@ -420,6 +432,20 @@ impl Core {
         if self.pending_since.is_some() {
             self.try_publish(None);
         }
+    }
+}
+
+/// Hands memory freed by the previous configuration back to the kernel. glibc keeps freed
+/// heap for reuse, so after a push that replaced a large configuration the resident size
+/// would stay at the peak of old and new side by side (measured: 36 MiB instead of 23 MiB
+/// after a 1,000-cluster push). Trimming costs about a millisecond, so it runs a second
+/// after a change rather than on the apply path, once for a burst of pushes.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heap to the kernel; it takes
+    // no pointers and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -211,10 +211,7 @@ pub async fn handle(conn: Arc<Conn>, mut request: Request<Incoming>) -> Response
                 in_flight,
             )
         }
-        Err(failure) => {
-            let (status, text, flag, details) = failure.reply();
-            reply(record, status, text, flag, details)
-        }
+        Err(failure) => fail(record, failure),
     }
 }
 
@@ -250,7 +247,7 @@ fn authority_of(request: &Request<Incoming>) -> String {
         .to_owned()
 }
 
-pub fn version_name(version: Version) -> &'static str {
+fn version_name(version: Version) -> &'static str {
     match version {
         Version::HTTP_10 => "HTTP/1.0",
         Version::HTTP_2 => "HTTP/2",
@@ -261,7 +258,7 @@ pub fn version_name(version: Version) -> &'static str {
 
 /// Why no upstream response is forwarded.
 #[derive(Debug, Clone, Copy)]
-enum Failure {
+pub(super) enum Failure {
     NoHealthyUpstream,
     Connect {
         exhausted: bool,
@@ -635,4 +632,10 @@ pub(super) fn reply(
         Timers::none(),
         None,
     )
+}
+
+/// The local reply for a failure to get an upstream response.
+pub(super) fn fail(record: Record, failure: Failure) -> Response<ProxyBody> {
+    let (status, text, flags, details) = failure.reply();
+    reply(record, status, text, flags, details)
 }

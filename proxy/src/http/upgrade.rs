@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 
 use super::ProxyBody;
 use super::body::InFlight;
-use super::forward::{Conn, reply};
+use super::forward::{Conn, Failure, fail};
 use super::outgoing::{Outgoing, bind_for, choose_endpoint};
 use super::pool::{SendError, Target};
 use super::record::Record;
@@ -30,22 +30,10 @@ pub(super) async fn forward(
     mut in_flight: InFlight,
 ) -> hyper::Response<ProxyBody> {
     let Some((addr, index)) = choose_endpoint(cluster, conn.original_dst, &[], false) else {
-        return reply(
-            record,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no healthy upstream",
-            ResponseFlags::NO_HEALTHY_UPSTREAM,
-            "no_healthy_upstream",
-        );
+        return fail(record, Failure::NoHealthyUpstream);
     };
     if cluster.needs_tls(index) {
-        return reply(
-            record,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-            ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-            "upstream_tls_not_supported",
-        );
+        return fail(record, Failure::TlsRequired);
     }
     in_flight.at_endpoint(index);
     let target = Target {
@@ -64,23 +52,15 @@ pub(super) async fn forward(
         Ok(sent) => sent,
         Err(SendError::Connect(err)) => {
             tracing::debug!(cluster = %cluster.name, "{err}");
-            return reply(
-                record,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-                ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-                "upstream_reset_before_response_started{connection_failure}",
-            );
+            return fail(record, Failure::Connect { exhausted: false });
         }
         Err(SendError::Reset { source, .. }) => {
             tracing::debug!(cluster = %cluster.name, "upgrade reset: {source}");
-            return reply(
-                record,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-                ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
-                "upstream_reset_before_response_started{connection_termination}",
-            );
+            let reset = Failure::Reset {
+                stream: false,
+                exhausted: false,
+            };
+            return fail(record, reset);
         }
     };
     record.upstream(addr, sent.local);

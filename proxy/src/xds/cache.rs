@@ -13,7 +13,6 @@ use envoy_types::pb::envoy::config::listener::v3::Listener as ListenerProto;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
-use serde::Serialize;
 
 use super::translate::{
     self, ClusterSource, ClusterTemplate, EndpointSpec, Invalid, TranslatedListener,
@@ -86,9 +85,15 @@ pub const TYPES: [&str; 4] = [
     type_url::ROUTE,
 ];
 
-/// The static name of a type URL, so the cache can keep `&'static str`s.
-fn known(type_url: &str) -> Option<&'static str> {
+/// The type URL as one of the four the client handles (a `&'static str` the cache and the
+/// status can keep).
+pub fn known_type(type_url: &str) -> Option<&'static str> {
     TYPES.iter().copied().find(|t| *t == type_url)
+}
+
+/// Why a response of a type the client never asked for is refused.
+pub fn unknown_type(type_url: &str) -> String {
+    format!("{type_url:?} is not a type Skiff subscribes to")
 }
 
 fn decode<M: Message + Default>(resource: &Any, expected: &str) -> Result<M, Invalid> {
@@ -154,13 +159,10 @@ impl Cache {
         removed: &[String],
         full: bool,
     ) -> Result<(), Vec<Rejection>> {
-        let Some(kind) = known(type_url) else {
+        let Some(kind) = known_type(type_url) else {
             return Err(vec![Rejection {
                 name: String::new(),
-                error: Invalid::new(
-                    "type_url",
-                    format!("{type_url:?} is not a type Skiff subscribes to"),
-                ),
+                error: Invalid::new("type_url", unknown_type(type_url)),
             }]);
         };
         let mut translated = Vec::with_capacity(incoming.len());
@@ -429,15 +431,10 @@ impl Cache {
             access_log: None,
         }
     }
-
-    /// Per type, every resource name with its version, for /config_dump.
-    pub fn dump(&self) -> BTreeMap<&'static str, BTreeMap<String, String>> {
-        TYPES.iter().map(|t| (*t, self.versions(t))).collect()
-    }
 }
 
 /// The counts of a push, for logs and metrics.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
     pub listeners: usize,
     pub routes: usize,

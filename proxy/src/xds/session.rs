@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use envoy_types::pb::google::rpc::Status;
 use tokio::sync::mpsc;
 
-use super::cache::{Rejection, TYPES};
+use super::cache::Rejection;
 use super::client::{Core, XdsError, until};
 
 /// The names subscribed to, per type (route tables and endpoints; listeners and clusters
@@ -66,11 +66,6 @@ pub(super) async fn drive<Req, Resp>(
             requests.send(request).await.map_err(|_| XdsError::Closed)?;
         }
     }
-}
-
-/// The type URL as one of the four the client handles.
-pub(super) fn known_type(type_url: &str) -> Option<&'static str> {
-    TYPES.iter().copied().find(|t| *t == type_url)
 }
 
 /// `error_detail` of a NACK: gRPC's INVALID_ARGUMENT with the reasons.

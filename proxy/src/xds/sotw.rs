@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::cache::Incoming;
+use super::cache::{Incoming, known_type, unknown_type};
 use super::client::{Core, XdsError, XdsOptions, authenticate};
-use super::session::{Subscriptions, drive, known_type, nack_status, rejection_message};
+use super::session::{Subscriptions, drive, nack_status, rejection_message};
 use super::type_url;
 
 type Client = envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient<tonic::transport::Channel>;
@@ -82,10 +82,7 @@ fn handle(
         out.push(DiscoveryRequest {
             type_url: response.type_url.clone(),
             response_nonce: response.nonce,
-            error_detail: Some(nack_status(format!(
-                "{:?} is not a type Skiff subscribes to",
-                response.type_url
-            ))),
+            error_detail: Some(nack_status(unknown_type(&response.type_url))),
             ..DiscoveryRequest::default()
         });
         return out;

@@ -108,7 +108,10 @@ impl Daemon {
 
     /// A KiB field of /proc/PID/status (`VmRSS:`, `VmHWM:`) summed over the process tree.
     pub fn status_kib(&self, field: &str) -> u64 {
-        tree(self.pid()).iter().map(|p| status_kib(*p, field)).sum()
+        tree(self.pid())
+            .iter()
+            .map(|p| skiff_tests::bench::status_kib(*p, field))
+            .sum()
     }
 }
 
@@ -228,17 +231,6 @@ fn cpu_of(pid: u32) -> f64 {
             Some((user + system) as f64 / ticks)
         })
         .unwrap_or(0.0)
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Where `tool` is, looking in PATH and the sbin directories.

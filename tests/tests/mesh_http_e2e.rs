@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use skiff_tests::bench::status_kib;
 use skiff_tests::can_run_as_root;
 use skiff_tests::mesh::{
     self, Process, app, get, metric, start_proxy, subset_cluster, write_config,
@@ -184,17 +185,6 @@ fn http_is_routed_by_cookie_and_counted_by_both_proxies() {
     );
 }
 
-/// Peak resident memory (VmHWM) of a process, in MiB.
-fn peak_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib / 1024
-}
-
 #[test]
 fn a_64_mib_upload_streams_through_both_proxies_in_bounded_memory() {
     if !can_run_as_root("a_64_mib_upload_streams_through_both_proxies_in_bounded_memory") {
@@ -214,7 +204,7 @@ fn a_64_mib_upload_streams_through_both_proxies_in_bounded_memory() {
         ("client", &mesh.client_proxy),
         ("server", &mesh.server_proxy),
     ] {
-        let peak = peak_mib(process.pid());
+        let peak = status_kib(process.pid(), "VmHWM:") / 1024;
         println!("{side} proxy peak RSS after 64 MiB: {peak} MiB");
         assert!(
             peak < 48,

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use skiff_tests::bench::{median, pct};
+use skiff_tests::bench::{median, pct, status_kib};
 use skiff_tests::mesh::{
     Service, client_config, pod_pair, server_config, start_proxy, write_config,
 };
@@ -93,18 +93,6 @@ fn round_trips(pod: &Netns, to: SocketAddr, count: usize) -> Vec<Duration> {
     })
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -140,7 +128,10 @@ fn main() {
         &write_config(&dir, "server.yaml", &server_config(&[9080])),
         "reviews",
     );
-    let idle_rss = (rss_kib(client.pid()), rss_kib(server.pid()));
+    let idle_rss = (
+        status_kib(client.pid(), "VmRSS:"),
+        status_kib(server.pid(), "VmRSS:"),
+    );
 
     let via_mesh: SocketAddr = "10.96.0.7:9080".parse().unwrap();
     let via_direct: SocketAddr = SocketAddr::from((PodPair::PEER_V4, 9080));
@@ -152,7 +143,10 @@ fn main() {
         mesh_lat.extend(round_trips(&mesh.pod, via_mesh, trips));
         direct_lat.extend(round_trips(&direct.pod, via_direct, trips));
     }
-    let loaded_rss = (rss_kib(client.pid()), rss_kib(server.pid()));
+    let loaded_rss = (
+        status_kib(client.pid(), "VmRSS:"),
+        status_kib(server.pid(), "VmRSS:"),
+    );
     mesh_lat.sort();
     direct_lat.sort();
     let (mt, dt) = (median(&mut mesh_tput), median(&mut direct_tput));

@@ -22,6 +22,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{Route, VirtualHost, route};
 use envoy_types::pb::google::protobuf::{Any, Duration as ProtoDuration, UInt32Value};
 use skiff_tests::bench::median;
+use skiff_tests::bench::status_kib;
 use skiff_tests::mesh::{Process, start_xds_proxy};
 use skiff_tests::netns::Netns;
 use skiff_tests::xds_resources::{
@@ -359,18 +360,6 @@ impl Bench {
             })
             .collect()
     }
-}
-
-/// A `KiB` field of /proc/PID/status (`VmRSS:`, `VmHWM:`).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> f64 {

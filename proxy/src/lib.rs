@@ -17,6 +17,7 @@ pub mod orig_dst;
 pub mod route;
 pub mod run;
 pub mod snapshot;
+pub mod splice;
 pub mod static_config;
 pub mod tcp;
 pub mod xds;

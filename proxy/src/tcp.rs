@@ -183,25 +183,117 @@ pub enum End {
     Error,
 }
 
+/// The proxy's own copy buffer, per direction. A read that fills it marks the stream as a
+/// bulk transfer, which then moves inside the kernel (see [`Relay`]).
 const BUFFER: usize = 16 * 1024;
+
+/// A connection the relay drives both ways at once, as two halves.
+pub trait Relay {
+    type Read<'a>: AsyncRead + Unpin + Socket
+    where
+        Self: 'a;
+    type Write<'a>: AsyncWrite + Unpin + Socket
+    where
+        Self: 'a;
+    fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>);
+}
+
+/// The TCP socket under a half, when there is one: between two sockets, bulk bytes are
+/// spliced rather than copied through the proxy.
+pub trait Socket {
+    fn socket(&self) -> Option<&TcpStream>;
+}
+
+impl Relay for TcpStream {
+    type Read<'a> = tokio::net::tcp::ReadHalf<'a>;
+    type Write<'a> = tokio::net::tcp::WriteHalf<'a>;
+    fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>) {
+        self.split()
+    }
+}
+
+impl Socket for tokio::net::tcp::ReadHalf<'_> {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl Socket for tokio::net::tcp::WriteHalf<'_> {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+/// Any other stream (an upgraded HTTP connection, an in-memory pipe in tests): copied
+/// through the proxy's buffer.
+pub struct Buffered<T>(pub T);
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Relay for Buffered<T> {
+    type Read<'a>
+        = Buffered<tokio::io::ReadHalf<&'a mut T>>
+    where
+        T: 'a;
+    type Write<'a>
+        = Buffered<tokio::io::WriteHalf<&'a mut T>>
+    where
+        T: 'a;
+    fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>) {
+        let (read, write) = tokio::io::split(&mut self.0);
+        (Buffered(read), Buffered(write))
+    }
+}
+
+impl<T> Socket for Buffered<T> {
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Buffered<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Buffered<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
 
 /// Copies `first` (bytes already read from the client during detection) and then both
 /// directions until both have finished. EOF in one direction shuts down the write side of
 /// the other connection (half-close), so request/response protocols that close their
 /// sending side keep receiving. `on_bytes` learns each chunk as it passes, for metrics.
-pub async fn forward<D, U>(
-    downstream: D,
-    upstream: U,
+pub async fn forward<D: Relay, U: Relay>(
+    mut downstream: D,
+    mut upstream: U,
     first: &[u8],
     idle_timeout: Duration,
     on_bytes: impl Fn(Direction, u64) + Send + Sync,
-) -> Transfer
-where
-    D: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut down_r, mut down_w) = tokio::io::split(downstream);
-    let (mut up_r, mut up_w) = tokio::io::split(upstream);
+) -> Transfer {
+    let (mut down_r, mut down_w) = downstream.halves();
+    let (mut up_r, mut up_w) = upstream.halves();
     let activity = AtomicU64::new(0);
     // tokio's clock, so the idle timer and the activity stamps agree (also under test time).
     let started = tokio::time::Instant::now();
@@ -266,7 +358,9 @@ pub enum Direction {
     Downstream,
 }
 
-/// Copies until EOF, adding to `total`; returns whether it ended cleanly.
+/// Copies until EOF, adding to `total`; returns whether it ended cleanly. Small exchanges
+/// go through the proxy's buffer; once a read fills it and both ends are sockets, the rest
+/// of the stream is spliced (a pipe costs two descriptors, so only bulk streams get one).
 async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
@@ -275,10 +369,14 @@ async fn pump<R, W>(
     on: impl Fn(u64),
 ) -> bool
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + Socket,
+    W: AsyncWrite + Unpin + Socket,
 {
     let mut buf = vec![0u8; BUFFER];
+    let count = |n: usize| {
+        total.fetch_add(n as u64, Ordering::Relaxed);
+        on(n as u64);
+    };
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) => return true,
@@ -289,8 +387,27 @@ where
         if to.write_all(&buf[..n]).await.is_err() {
             return false;
         }
-        total.fetch_add(n as u64, Ordering::Relaxed);
-        on(n as u64);
+        count(n);
+        if n < BUFFER {
+            continue;
+        }
+        let (Some(source), Some(sink)) = (from.socket(), to.socket()) else {
+            continue;
+        };
+        let Ok(pipe) = crate::splice::Pipe::new() else {
+            continue;
+        };
+        drop(buf);
+        loop {
+            match pipe.relay(source, sink).await {
+                Ok(0) => return true,
+                Ok(n) => {
+                    touch();
+                    count(n);
+                }
+                Err(_) => return false,
+            }
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 use super::*;
 use crate::snapshot::{Endpoint, LbPolicy};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::duplex;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 fn ignore(_: Direction, _: u64) {}
 
@@ -10,7 +11,14 @@ async fn half_close_lets_the_response_through() {
     let (client, proxy_down) = duplex(1024);
     let (proxy_up, server) = duplex(1024);
     let relay = tokio::spawn(async move {
-        forward(proxy_down, proxy_up, b"hel", Duration::from_secs(5), ignore).await
+        forward(
+            Buffered(proxy_down),
+            Buffered(proxy_up),
+            b"hel",
+            Duration::from_secs(5),
+            ignore,
+        )
+        .await
     });
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut server_r, mut server_w) = tokio::io::split(server);
@@ -46,7 +54,14 @@ async fn an_idle_connection_is_closed_after_the_timeout() {
     let (_client, proxy_down) = duplex(64);
     let (proxy_up, _server) = duplex(64);
     let started = tokio::time::Instant::now();
-    let transfer = forward(proxy_down, proxy_up, b"", Duration::from_secs(30), ignore).await;
+    let transfer = forward(
+        Buffered(proxy_down),
+        Buffered(proxy_up),
+        b"",
+        Duration::from_secs(30),
+        ignore,
+    )
+    .await;
     assert_eq!(transfer.end, End::IdleTimeout);
     assert!(started.elapsed() >= Duration::from_secs(30));
     assert!(started.elapsed() < Duration::from_secs(31));
@@ -57,8 +72,8 @@ async fn activity_postpones_the_idle_timeout() {
     let (mut client, proxy_down) = duplex(64);
     let (proxy_up, mut server) = duplex(64);
     let relay = tokio::spawn(forward(
-        proxy_down,
-        proxy_up,
+        Buffered(proxy_down),
+        Buffered(proxy_up),
         b"",
         Duration::from_secs(10),
         ignore,
@@ -150,4 +165,79 @@ async fn original_dst_clusters_dial_the_original_destination() {
         "bound to the passthrough source"
     );
     assert_eq!(upstream.addr, live.local_addr().unwrap());
+}
+
+/// A connected pair of loopback sockets.
+async fn socket_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
+#[tokio::test]
+async fn a_bulk_stream_between_sockets_arrives_whole_both_ways() {
+    let (mut client, proxy_down) = socket_pair().await;
+    let (proxy_up, mut server) = socket_pair().await;
+    let counted = Arc::new(AtomicU64::new(0));
+    let relay = {
+        let counted = counted.clone();
+        tokio::spawn(async move {
+            forward(
+                proxy_down,
+                proxy_up,
+                b"GO",
+                Duration::from_secs(5),
+                move |_, n| {
+                    counted.fetch_add(n, Ordering::Relaxed);
+                },
+            )
+            .await
+        })
+    };
+    // Several megabytes each way: past the first full buffer the relay splices.
+    let up: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+    let down: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    let (mut client_r, mut client_w) = client.split();
+    let (mut server_r, mut server_w) = server.split();
+    let send_up = async {
+        client_w.write_all(&up).await.unwrap();
+        client_w.shutdown().await.unwrap();
+    };
+    let receive_up = async {
+        let mut got = Vec::new();
+        server_r.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let send_down = async {
+        server_w.write_all(&down).await.unwrap();
+        server_w.shutdown().await.unwrap();
+    };
+    let receive_down = async {
+        let mut got = Vec::new();
+        client_r.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let ((), got_up, (), got_down) = tokio::join!(send_up, receive_up, send_down, receive_down);
+    assert!(
+        got_up[..2] == *b"GO" && got_up[2..] == up,
+        "upstream bytes intact"
+    );
+    assert!(got_down == down, "downstream bytes intact");
+    let transfer = relay.await.unwrap();
+    assert_eq!(
+        transfer,
+        Transfer {
+            sent: up.len() as u64 + 2,
+            received: down.len() as u64,
+            end: End::Closed
+        }
+    );
+    assert_eq!(
+        counted.load(Ordering::Relaxed),
+        transfer.sent + transfer.received,
+        "every byte reported to the metrics"
+    );
 }

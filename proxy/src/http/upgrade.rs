@@ -83,8 +83,14 @@ pub(super) async fn forward(
     tokio::spawn(async move {
         match tokio::try_join!(downstream, upstream) {
             Ok((down, up)) => {
-                let transfer =
-                    tcp::forward(TokioIo::new(down), TokioIo::new(up), &[], idle, |_, _| {}).await;
+                let transfer = tcp::forward(
+                    tcp::Buffered(TokioIo::new(down)),
+                    tcp::Buffered(TokioIo::new(up)),
+                    &[],
+                    idle,
+                    |_, _| {},
+                )
+                .await;
                 record.request_bytes = transfer.sent;
                 record.response_bytes = transfer.received;
                 match transfer.end {

@@ -15,6 +15,7 @@ mod report;
 mod runner;
 mod scenarios;
 mod tools;
+mod xds_push;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -161,8 +162,21 @@ fn main() -> Result<()> {
         runner::run(&bed, &scenarios, &opts)
     };
     let _ = std::fs::remove_dir_all(&dir);
+    // After the pods are gone: the push runs its own proxy and control plane.
+    let xds_push = if matches!(cli.command, Command::All) {
+        eprintln!("== xds: RSS around a push of 1,000 services / 10,000 endpoints");
+        match xds_push::measure(opts.rounds) {
+            Ok(push) => Some(push),
+            Err(err) => {
+                eprintln!("xds push not measured: {err:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let report = Report {
-        meta: meta(&opts, pin),
+        meta: meta(&opts, pin, xds_push),
         cases: results.iter().map(case_report).collect(),
     };
     if let Some(parent) = out_path.parent() {
@@ -185,7 +199,7 @@ fn default_out() -> Result<PathBuf> {
     Ok(target.join("bench-report.json"))
 }
 
-fn meta(opts: &Options, pin: paths::Pinning) -> Meta {
+fn meta(opts: &Options, pin: paths::Pinning, xds_push: Option<xds_push::XdsPush>) -> Meta {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -212,8 +226,7 @@ fn meta(opts: &Options, pin: paths::Pinning) -> Meta {
         cpu_model,
         kernel,
         tools: tool_versions(),
-        skiff_rss_after_xds_push_mib: None,
-        skiff_rss_after_xds_push_note: "not measured here: the xDS push benchmark (tests/src/bin/skiff-bench-xds.rs) is a binary, not a function this crate can call; run `target/release/skiff-bench-xds` and read its \"proxy RSS: … after big push 1\" line".into(),
+        xds_push,
     }
 }
 

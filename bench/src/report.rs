@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::xds_push::XdsPush;
+
 use crate::paths::PathKind;
 use crate::runner::{CaseResult, PathResult};
 use crate::scenarios::MetricDef;
@@ -29,9 +31,8 @@ pub struct Meta {
     pub cpu_model: String,
     pub kernel: String,
     pub tools: BTreeMap<String, String>,
-    /// Skiff's RSS after an xDS push of 1,000 services / 10,000 endpoints.
-    pub skiff_rss_after_xds_push_mib: Option<f64>,
-    pub skiff_rss_after_xds_push_note: String,
+    /// Skiff's RSS after an xDS push of 1,000 services / 10,000 endpoints (`all` only).
+    pub xds_push: Option<XdsPush>,
 }
 
 #[derive(Serialize)]
@@ -243,13 +244,16 @@ pub fn markdown(report: &Report) -> String {
         out,
         "- figures: min – median – max over the rounds; ratios are computed per round (path ÷ direct, path ÷ nginx pair), then min – median – max. ↑ higher is better, ↓ lower is better. Proxy CPU and RSS are the two proxies of a pair together (nginx: master + worker)."
     );
+    let push = match &m.xds_push {
+        Some(p) => format!(
+            "idle {:.1} MiB; after the push that adds them {:.1} MiB; after pushes that replace every one {:.1} MiB; peak {:.1} MiB (one proxy, `{}`)",
+            p.idle_mib, p.after_first_mib, p.after_replace_mib, p.peak_mib, p.command
+        ),
+        None => "not measured (only `skiff-bench all` runs the push)".to_owned(),
+    };
     let _ = writeln!(
         out,
-        "- skiff RSS after an xDS push of 1,000 services / 10,000 endpoints: {}\n",
-        m.skiff_rss_after_xds_push_mib
-            .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} MiB"))
-            + " — "
-            + &m.skiff_rss_after_xds_push_note
+        "- skiff RSS around an xDS push of 1,000 services / 10,000 endpoints: {push}\n"
     );
     summary(&mut out, report);
     for case in &report.cases {

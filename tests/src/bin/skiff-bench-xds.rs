@@ -517,6 +517,12 @@ fn main() {
         after(rounds - 1) as f64 / idle_kib as f64,
         mib(peak_kib)
     );
+    // For skiff-bench's report (bench/src/xds_push.rs reads this line).
+    println!(
+        "skiff-bench-xds rss_kib: idle={idle_kib} first={} replace={} peak={peak_kib}",
+        first.rss_kib,
+        after(rounds - 1)
+    );
     let breakdown = |p: &Push| {
         p.acks
             .iter()

@@ -12,6 +12,7 @@ pub mod detect;
 pub mod health;
 pub mod http;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod orig_dst;
 pub mod route;

@@ -404,7 +404,7 @@ impl Core {
         let now = Instant::now();
         if self.trim_due.is_some_and(|due| due <= now) {
             self.trim_due = None;
-            release_freed_memory();
+            crate::memory::release_free();
         }
         if self.dns_due.is_some_and(|due| due <= now) {
             let clusters = self.cache.dns_clusters();
@@ -432,20 +432,6 @@ impl Core {
         if self.pending_since.is_some() {
             self.try_publish(None);
         }
-    }
-}
-
-/// Hands memory freed by the previous configuration back to the kernel. glibc keeps freed
-/// heap for reuse, so after a push that replaced a large configuration the resident size
-/// would stay at the peak of old and new side by side (measured: 36 MiB instead of 23 MiB
-/// after a 1,000-cluster push). Trimming costs about a millisecond, so it runs a second
-/// after a change rather than on the apply path, once for a burst of pushes.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of glibc's heap to the kernel; it takes
-    // no pointers and is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

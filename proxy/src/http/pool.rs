@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::header::HOST;
 use hyper::http::uri::{Authority, PathAndQuery, Scheme, Uri};
@@ -27,7 +26,12 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::ProxyBody;
+
+#[path = "pool_body.rs"]
+mod body;
 use crate::tcp::{self, ConnectError};
+use body::Park;
+pub use body::UpstreamBody;
 
 /// Beyond this many idle HTTP/1.1 connections to one endpoint, the oldest are closed: a
 /// burst should not leave hundreds of sockets open on both sides afterwards.
@@ -71,7 +75,7 @@ pub struct Target {
 
 #[derive(Debug)]
 pub struct Sent {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     /// Whether the request went over a connection that had served requests before.
     pub reused: bool,
     /// The upstream connection's local address (the access log's UPSTREAM_LOCAL_ADDRESS).
@@ -213,12 +217,21 @@ impl Pools {
             };
             let mut err = match sent {
                 Ok(response) => {
-                    let local = match conn {
-                        Conn::H1(h1) => self.park_when_done(key, h1, target.idle_timeout),
-                        Conn::H2(h2) => h2.local,
+                    let (local, park) = match conn {
+                        Conn::H1(conn) => {
+                            let local = conn.local;
+                            let park = Park {
+                                pools: self.me.clone(),
+                                key,
+                                conn,
+                                idle_timeout: target.idle_timeout,
+                            };
+                            (local, Some(park))
+                        }
+                        Conn::H2(h2) => (h2.local, None),
                     };
                     return Ok(Sent {
-                        response,
+                        response: response.map(|inner| UpstreamBody { inner, park }),
                         reused,
                         local,
                     });
@@ -255,7 +268,7 @@ impl Pools {
         // The connection task must outlive this call: it hands the socket to the upgrade.
         conn.task.0 = None;
         Ok(Sent {
-            response,
+            response: response.map(|inner| UpstreamBody { inner, park: None }),
             reused: false,
             local: conn.local,
         })
@@ -322,27 +335,6 @@ impl Pools {
             expires,
         });
         Ok((Conn::H2(h2), false))
-    }
-
-    /// Returns `conn` to the pool once it can take another request, which hyper reports
-    /// only after the response has been read to its end with the connection kept alive;
-    /// a connection closed by either side, or whose body was dropped unfinished, never is.
-    fn park_when_done(&self, key: Key, mut conn: H1, idle_timeout: Duration) -> Option<SocketAddr> {
-        let local = conn.local;
-        let pools = self.me.clone();
-        tokio::spawn(async move {
-            if conn.sender.ready().await.is_err() {
-                return;
-            }
-            if let Some(pools) = pools.upgrade() {
-                // Looked up again: the entry may have been reaped while the response streamed.
-                pools
-                    .endpoint(key)
-                    .park(conn, after(Instant::now(), idle_timeout));
-                pools.start_reaper();
-            }
-        });
-        local
     }
 
     fn endpoint(&self, key: Key) -> Arc<Endpoint> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::StatusCode;
+use hyper::body::Incoming;
 use hyper::body::{Body, Bytes, Frame};
 use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
 use hyper::service::service_fn;
@@ -176,6 +177,21 @@ async fn sequential_requests_reuse_one_connection() {
     assert!(second.reused);
     assert_eq!(body(second).await, "app.test /b?x=1");
     assert_eq!(server.accepted(), 1);
+}
+
+/// The usual case costs no task: by the time the proxy reads the body's end, hyper has
+/// marked the connection ready, and it goes straight back to the idle list.
+#[tokio::test]
+async fn a_connection_whose_response_was_read_is_pooled_at_once() {
+    let server = serve(false, echo).await;
+    let pools = Pools::new();
+    let target = target(server.addr, Version::HTTP_11);
+    for round in 0..20 {
+        let sent = send(&pools, &target, get("/a")).await;
+        assert_eq!(sent.reused, round > 0);
+        assert_eq!(body(sent).await, "app.test /a");
+        assert_eq!(pools.idle(), 1, "round {round}: pooled without waiting");
+    }
 }
 
 #[tokio::test]

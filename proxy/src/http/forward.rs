@@ -183,7 +183,11 @@ pub async fn handle(conn: Arc<Conn>, mut request: Request<Incoming>) -> Response
     let in_flight = InFlight::new(cluster.clone());
     if upgrade {
         let on_upgrade = hyper::upgrade::on(&mut request);
-        return upgrade::forward(&conn, cluster, outgoing, on_upgrade, record, in_flight).await;
+        // Boxed: rare, and its state would otherwise enlarge every request's future.
+        return Box::pin(upgrade::forward(
+            &conn, cluster, outgoing, on_upgrade, record, in_flight,
+        ))
+        .await;
     }
     let replay = Replay::new(request.into_body(), DEFAULT_REPLAY_LIMIT);
     let attempts = Attempts {
@@ -442,12 +446,12 @@ impl Attempts<'_> {
                 .outgoing
                 .build(body.map_err(Into::into).boxed_unsync(), attempt);
             let sent_at = Instant::now();
+            // Boxed, so that the pool's state is not copied along with this future's.
+            let send = Box::pin(self.conn.pools.send(&target, request));
             let send = async {
                 match per_try {
-                    Some(t) => tokio::time::timeout(t, self.conn.pools.send(&target, request))
-                        .await
-                        .ok(),
-                    None => Some(self.conn.pools.send(&target, request).await),
+                    Some(t) => tokio::time::timeout(t, send).await.ok(),
+                    None => Some(send.await),
                 }
             };
             let outcome = tokio::select! {

@@ -285,6 +285,9 @@ impl Pools {
     }
 
     /// A connection to send on, and whether it served requests before.
+    ///
+    /// Dialling is boxed: it is the rare path and its state is large, and an inline state
+    /// would make every request's future that much bigger to build and move.
     async fn connection(
         &self,
         endpoint: &Endpoint,
@@ -294,12 +297,21 @@ impl Pools {
         if !Key::of(target).h2 {
             return match (!fresh).then(|| endpoint.checkout()).flatten() {
                 Some(h1) => Ok((Conn::H1(h1), true)),
-                None => Ok((Conn::H1(dial_h1(target, false).await?), false)),
+                None => Ok((Conn::H1(Box::pin(dial_h1(target, false)).await?), false)),
             };
         }
         if let Some(h2) = endpoint.shared(target.idle_timeout) {
             return Ok((Conn::H2(h2), true));
         }
+        Box::pin(self.dial_shared(endpoint, target)).await
+    }
+
+    /// Makes the endpoint's shared HTTP/2 connection, once for a burst of first requests.
+    async fn dial_shared(
+        &self,
+        endpoint: &Endpoint,
+        target: &Target,
+    ) -> Result<(Conn, bool), SendError> {
         let seen = endpoint.dials.load(Ordering::Acquire);
         let _flight = endpoint.dialing.lock().await;
         if let Some(h2) = endpoint.shared(target.idle_timeout) {

@@ -28,7 +28,10 @@ where
     let io = TokioIo::new(Prefixed::new(first, io));
     let service = service_fn(move |request| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(forward::handle(conn, request).await) }
+        // Boxed once here rather than moved by value through hyper's dispatcher: the
+        // router's state is a few KiB, and each move is a copy.
+        let handled = Box::pin(forward::handle(conn, request));
+        async move { Ok::<_, Infallible>(handled.await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());

@@ -521,6 +521,7 @@ async fn dial(target: &Target) -> Result<(TcpStream, Option<SocketAddr>), Connec
 async fn dial_h1(target: &Target, upgrades: bool) -> Result<H1, SendError> {
     let (stream, local) = dial(target).await?;
     let (sender, conn) = http1::Builder::new()
+        .max_buf_size(super::H1_MAX_BUFFER)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| reset(source, false))?;

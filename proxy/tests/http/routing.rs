@@ -103,6 +103,30 @@ virtualHosts:
     assert_eq!(v1.requests(), 1);
 }
 
+/// Heads are bounded like Envoy's 60 KiB default: a 50 KiB header passes, an 80 KiB one
+/// is answered 431 by the proxy and never reaches the app.
+#[tokio::test]
+async fn request_heads_up_to_64_kib_pass_and_larger_ones_get_431() {
+    let v1 = Upstream::named("v1").await;
+    let routes =
+        "virtualHosts:\n  - domains: [reviews]\n    routes:\n      - {prefix: /, cluster: v1}\n";
+    let proxy = proxy(
+        routes,
+        "- {name: v1, endpoints: [\"{v1}\"]}",
+        &[("v1", v1.addr)],
+    )
+    .await;
+    let big = "x".repeat(50 * 1024);
+    let mut client = Client::h1(proxy.addr).await;
+    let passed = client.get("reviews", "/", &[("x-big", &big)]).await;
+    assert_eq!(passed.status, 200);
+    let huge = "x".repeat(80 * 1024);
+    let mut client = Client::h1(proxy.addr).await;
+    let refused = client.get("reviews", "/", &[("x-big", &huge)]).await;
+    assert_eq!(refused.status, 431);
+    assert_eq!(v1.requests(), 1);
+}
+
 #[tokio::test]
 async fn pipelined_and_chunked_http1_requests_are_answered_in_order() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

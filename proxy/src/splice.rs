@@ -73,12 +73,13 @@ fn errno_to_io(errno: Errno) -> io::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    async fn pair() -> (TcpStream, TcpStream) {
+    /// A connected pair of loopback sockets.
+    pub(crate) async fn socket_pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -89,8 +90,8 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_cross_from_one_socket_to_another_until_eof() {
-        let (mut sender, from) = pair().await;
-        let (to, mut receiver) = pair().await;
+        let (mut sender, from) = socket_pair().await;
+        let (to, mut receiver) = socket_pair().await;
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let writer = {
             let data = data.clone();
@@ -125,8 +126,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_reset_sender_is_an_error_not_eof() {
-        let (sender, from) = pair().await;
-        let (to, _receiver) = pair().await;
+        let (sender, from) = socket_pair().await;
+        let (to, _receiver) = socket_pair().await;
         // A zero linger makes the close a RST instead of a FIN.
         sender.set_zero_linger().unwrap();
         drop(sender);

@@ -1,8 +1,9 @@
 use super::*;
 use crate::snapshot::{Endpoint, LbPolicy};
+use crate::splice::tests::socket_pair;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::duplex;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 fn ignore(_: Direction, _: u64) {}
 
@@ -165,16 +166,6 @@ async fn original_dst_clusters_dial_the_original_destination() {
         "bound to the passthrough source"
     );
     assert_eq!(upstream.addr, live.local_addr().unwrap());
-}
-
-/// A connected pair of loopback sockets.
-async fn socket_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    (client, server)
 }
 
 #[tokio::test]

@@ -230,54 +230,27 @@ pub struct Buffered<T>(pub T);
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Relay for Buffered<T> {
     type Read<'a>
-        = Buffered<tokio::io::ReadHalf<&'a mut T>>
+        = tokio::io::ReadHalf<&'a mut T>
     where
         T: 'a;
     type Write<'a>
-        = Buffered<tokio::io::WriteHalf<&'a mut T>>
+        = tokio::io::WriteHalf<&'a mut T>
     where
         T: 'a;
     fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>) {
-        let (read, write) = tokio::io::split(&mut self.0);
-        (Buffered(read), Buffered(write))
+        tokio::io::split(&mut self.0)
     }
 }
 
-impl<T> Socket for Buffered<T> {
+impl<T> Socket for tokio::io::ReadHalf<T> {
     fn socket(&self) -> Option<&TcpStream> {
         None
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Buffered<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Buffered<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+impl<T> Socket for tokio::io::WriteHalf<T> {
+    fn socket(&self) -> Option<&TcpStream> {
+        None
     }
 }
 

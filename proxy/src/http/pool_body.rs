@@ -64,33 +64,35 @@ impl Body for UpstreamBody {
 
 impl UpstreamBody {
     fn finished(&mut self) {
-        let Some(Park {
-            pools,
-            key,
-            mut conn,
-            idle_timeout,
-        }) = self.park.take()
-        else {
-            return;
-        };
-        let park = move |pools: Weak<Pools>, conn: H1| {
-            if let Some(pools) = pools.upgrade() {
-                // Looked up again: the entry may have been reaped while the body streamed.
-                pools
-                    .endpoint(key)
-                    .park(conn, after(Instant::now(), idle_timeout));
-                pools.start_reaper();
-            }
-        };
-        if conn.sender.is_ready() {
-            park(pools, conn);
-            return;
+        if let Some(park) = self.park.take() {
+            park.when_ready();
         }
-        tokio::spawn(async move {
-            if conn.sender.ready().await.is_ok() {
-                park(pools, conn);
-            }
-        });
+    }
+}
+
+impl Park {
+    fn when_ready(mut self) {
+        if self.conn.sender.is_ready() {
+            return self.store();
+        }
+        // Without a runtime (a body dropped at shutdown) the connection simply closes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if self.conn.sender.ready().await.is_ok() {
+                    self.store();
+                }
+            });
+        }
+    }
+
+    fn store(self) {
+        if let Some(pools) = self.pools.upgrade() {
+            // Looked up again: the entry may have been reaped while the body streamed.
+            pools
+                .endpoint(self.key)
+                .park(self.conn, after(Instant::now(), self.idle_timeout));
+            pools.start_reaper();
+        }
     }
 }
 

@@ -331,10 +331,12 @@ impl Core {
         }
     }
 
-    /// After a push was applied to the cache: publishes a snapshot when the configuration
-    /// is complete — or, once a first one is out, when what it waits for has not come
-    /// within the warming timeout (Envoy then uses warming clusters without endpoints).
+    /// After a push was applied to the cache and the subscriptions follow it: drops what
+    /// nothing references any more, then publishes a snapshot when the configuration is
+    /// complete — or, once a first one is out, when what it waits for has not come within
+    /// the warming timeout (Envoy then uses warming clusters without endpoints).
     pub fn after_push(&mut self, received: Instant) {
+        self.cache.forget_unwanted();
         self.pushes_this_session += 1;
         if !self.cache.dns_clusters().is_empty() && self.dns_due.is_none() {
             self.dns_due = Some(Instant::now());

@@ -124,7 +124,6 @@ fn handle(
     for dependent in [type_url::ENDPOINT, type_url::ROUTE] {
         out.extend(subscription(core, subscriptions, dependent, false));
     }
-    core.cache.forget_unwanted();
     core.after_push(received);
     out
 }

@@ -141,7 +141,6 @@ fn handle(
     for dependent in [type_url::ENDPOINT, type_url::ROUTE] {
         out.extend(subscription(core, subscriptions, versions, dependent));
     }
-    core.cache.forget_unwanted();
     core.after_push(received);
     out
 }
